@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up this machine (launch/setup.sh), then runs every test: formatting, clippy, the unit
+# and integration tests of the workspace, including those that run under mpirun.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+./launch/setup.sh
+
+# mpirun as root (containers, CI) needs these; harmless otherwise.
+if [ "$(id -u)" -eq 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+
+echo "test: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test: cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "test: cargo test"
+cargo test --workspace --no-fail-fast 2>&1

@@ -1,0 +1,304 @@
+//! `biobert doctor`: what this host gives the trainer — libtorch, CUDA devices, the MPI
+//! library, NCCL, threads — each checked by using it, not by looking for files. Anything
+//! required that is missing makes it exit non-zero with the fix.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use mpi::collective::SystemOperation;
+use mpi::topology::Communicator;
+use mpi::traits::CommunicatorCollectives;
+use tch::{Device, Kind, Tensor};
+
+use crate::cuda_driver::{CudaDriver, DeviceInfo};
+use crate::nccl::Nccl;
+use crate::torch_location;
+use crate::torch_runtime::{self, CudaLibrary};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also initialise MPI and all-reduce a small buffer across the ranks (run under mpirun).
+    #[arg(long)]
+    pub mpi: bool,
+}
+
+/// bf16 keeps 8 mantissa bits; a 256-wide dot product lands near 4e-3 relative error.
+const BF16_MATMUL_TOLERANCE: f64 = 2e-2;
+
+/// The lines of the report and the problems that make the doctor fail.
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+    problems: Vec<String>,
+}
+
+impl Report {
+    fn line(&mut self, key: &str, value: impl AsRef<str>) {
+        self.lines.push(format!("{key:<12} {}", value.as_ref()));
+    }
+
+    fn problem(&mut self, fix: impl Into<String>) {
+        self.problems.push(fix.into());
+    }
+}
+
+/// Runs the checks; returns the process exit code.
+pub fn run(args: &DoctorArgs) -> Result<i32> {
+    let mut report = Report::default();
+    report.line(
+        "biobert",
+        format!("{} ({})", env!("CARGO_PKG_VERSION"), current_exe()),
+    );
+    check_torch(&mut report);
+    check_threads(&mut report);
+    let devices = check_cuda(&mut report);
+    check_mpi_library(&mut report);
+    check_nccl(&mut report, devices);
+    let all_ok = if args.mpi {
+        check_mpi_all_reduce(&mut report)?
+    } else {
+        report.problems.is_empty()
+    };
+    let rank0 = !args.mpi || report.lines.iter().any(|l| l.starts_with("all-reduce"));
+    if rank0 {
+        for line in &report.lines {
+            println!("{line}");
+        }
+    }
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    if rank0 {
+        println!(
+            "{}",
+            if all_ok {
+                "doctor: ok"
+            } else {
+                "doctor: FAILED"
+            }
+        );
+    }
+    Ok(if all_ok { 0 } else { 1 })
+}
+
+fn current_exe() -> String {
+    std::env::current_exe().map_or_else(|e| e.to_string(), |p| p.display().to_string())
+}
+
+fn check_torch(report: &mut Report) {
+    let Some(dir) = torch_runtime::loaded_torch_lib_dir() else {
+        report.problem("libtorch_cpu.so is not mapped into this process: run through `biobert`");
+        return;
+    };
+    let version = torch_location::installed_version(&dir).unwrap_or_else(|| "unknown".into());
+    let source = std::env::var("BIOBERT_TORCH_SOURCE").unwrap_or_else(|_| "rpath".into());
+    report.line(
+        "torch",
+        format!("{version} at {} (found through {source})", dir.display()),
+    );
+    match matmul_error(Device::Cpu, Kind::Float).and(matmul_error(Device::Cpu, Kind::BFloat16)) {
+        Ok(err) => report.line(
+            "cpu",
+            format!("fp32 and bf16 matmul ok (bf16 rel err {err:.1e})"),
+        ),
+        Err(e) => {
+            report.line("cpu", "matmul FAILED");
+            report.problem(format!("a matmul on the CPU failed: {e}"));
+        }
+    }
+}
+
+fn check_threads(report: &mut Report) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let omp = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| "unset".into());
+    report.line(
+        "threads",
+        format!(
+            "torch intra-op {}, cores available {cores}, OMP_NUM_THREADS {omp}",
+            tch::get_num_threads()
+        ),
+    );
+}
+
+/// Reports the CUDA state; returns the number of usable devices.
+fn check_cuda(report: &mut Report) -> usize {
+    let driver = CudaDriver::open();
+    match torch_runtime::init() {
+        CudaLibrary::Loaded(path) => {
+            report.line("libtorch", format!("CUDA library {}", path.display()))
+        }
+        CudaLibrary::NoDriver => {
+            report.line(
+                "cuda",
+                "not available: no NVIDIA driver on this host (CPU only)",
+            );
+            return 0;
+        }
+        CudaLibrary::NotInTorch(dir) => {
+            report.line(
+                "cuda",
+                format!("not available: no libtorch_cuda.so in {}", dir.display()),
+            );
+            if driver.is_ok() {
+                report.problem(
+                    "this host has an NVIDIA driver but torch is a CPU build: run \
+                     ./launch/setup.sh here (installs the CUDA wheel) or point BIOBERT_TORCH \
+                     at a CUDA torch 2.11.0",
+                );
+            }
+            return 0;
+        }
+        CudaLibrary::LoadFailed { path, reason } => {
+            report.line(
+                "cuda",
+                format!("NOT USABLE: {} failed to load", path.display()),
+            );
+            report.problem(format!(
+                "{reason}: this torch lacks its CUDA libraries (the CPU-only set); run \
+                 BIOBERT_CUDA=1 ./launch/setup.sh on this host, or `source launch/env.sh` with \
+                 a python3 whose torch 2.11.0 is the full CUDA wheel"
+            ));
+            return 0;
+        }
+    }
+    let driver = match driver {
+        Ok(d) => d,
+        Err(e) => {
+            report.problem(format!(
+                "libtorch_cuda.so loaded but the CUDA driver did not: {e}"
+            ));
+            return 0;
+        }
+    };
+    if let Ok((major, minor)) = driver.version() {
+        report.line("driver", format!("CUDA {major}.{minor}"));
+    }
+    let count = tch::Cuda::device_count().max(0) as usize;
+    if !tch::Cuda::is_available() || count == 0 {
+        report.line("cuda", "NOT AVAILABLE to torch");
+        report.problem("the NVIDIA driver is present but torch sees no CUDA device (check CUDA_VISIBLE_DEVICES and nvidia-smi)");
+        return 0;
+    }
+    report.line("cuda", format!("available, {count} device(s)"));
+    let infos = driver.devices().unwrap_or_default();
+    for ordinal in 0..count {
+        check_device(report, ordinal, infos.get(ordinal));
+    }
+    count
+}
+
+fn check_device(report: &mut Report, ordinal: usize, info: Option<&DeviceInfo>) {
+    let described = info.map_or("unknown device".to_string(), |d| {
+        format!(
+            "{}, {:.1} GiB, sm_{}{}",
+            d.name,
+            d.total_memory as f64 / (1u64 << 30) as f64,
+            d.compute_capability.0,
+            d.compute_capability.1
+        )
+    });
+    match matmul_error(Device::Cuda(ordinal), Kind::BFloat16) {
+        Ok(err) => report.line(
+            &format!("  cuda:{ordinal}"),
+            format!("{described}; bf16 matmul ok (rel err {err:.1e} vs fp32)"),
+        ),
+        Err(e) => {
+            report.line(
+                &format!("  cuda:{ordinal}"),
+                format!("{described}; bf16 matmul FAILED"),
+            );
+            report.problem(format!("bf16 matmul on cuda:{ordinal} failed: {e}"));
+        }
+    }
+}
+
+/// Multiplies two random 256x256 matrices in `kind` and in fp32; returns the relative
+/// Frobenius error, or an error when it exceeds what `kind` allows.
+fn matmul_error(device: Device, kind: Kind) -> Result<f64> {
+    let a = Tensor::f_randn([256, 256], (Kind::Float, device))?;
+    let b = Tensor::f_randn([256, 256], (Kind::Float, device))?;
+    let exact = a.f_matmul(&b)?;
+    let approx = a
+        .f_to_kind(kind)?
+        .f_matmul(&b.f_to_kind(kind)?)?
+        .f_to_kind(Kind::Float)?;
+    let err = approx.f_sub(&exact)?.f_norm()?.f_double_value(&[])?
+        / exact.f_norm()?.f_double_value(&[])?;
+    let tolerance = if kind == Kind::Float {
+        1e-5
+    } else {
+        BF16_MATMUL_TOLERANCE
+    };
+    if err.is_finite() && err <= tolerance {
+        Ok(err)
+    } else {
+        Err(anyhow!("relative error {err:.2e} exceeds {tolerance:.0e}"))
+    }
+}
+
+fn check_mpi_library(report: &mut Report) {
+    let (major, minor) = mpi::environment::version();
+    let library = mpi::environment::library_version()
+        .unwrap_or_else(|e| format!("(unreadable version string: {e})"));
+    let first = library
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches(',');
+    report.line("mpi", format!("{first} (MPI {major}.{minor})"));
+}
+
+fn check_nccl(report: &mut Report, cuda_devices: usize) {
+    let torch_dir: Option<PathBuf> = torch_runtime::loaded_torch_lib_dir();
+    match Nccl::open(torch_dir.as_deref()).and_then(|n| Ok((n.version()?, n.origin))) {
+        Ok(((a, b, c), origin)) => report.line("nccl", format!("{a}.{b}.{c} ({origin})")),
+        Err(e) if cuda_devices > 0 => report.line(
+            "nccl",
+            format!(
+                "not found: {e}; multi-GPU runs need it (apt libnccl2 or pip nvidia-nccl-cu13)"
+            ),
+        ),
+        Err(_) => report.line("nccl", "not found (only GPU runs use it)"),
+    }
+}
+
+/// Initialises MPI, all-reduces [1, rank, is-node-leader, has-problems] and checks the sum.
+/// Returns whether every rank is healthy. Only rank 0 gets the "all-reduce" line.
+fn check_mpi_all_reduce(report: &mut Report) -> Result<bool> {
+    let universe = mpi::initialize().ok_or_else(|| anyhow!("MPI was already initialised"))?;
+    let world = universe.world();
+    let (rank, size) = (world.rank(), world.size());
+    let node = world.split_shared(rank);
+    let leader = if node.rank() == 0 { 1.0 } else { 0.0 };
+    let unhealthy = if report.problems.is_empty() { 0.0 } else { 1.0 };
+    let send = [1.0f64, rank as f64, leader, unhealthy];
+    let mut sum = [0.0f64; 4];
+    world.all_reduce_into(&send[..], &mut sum[..], SystemOperation::sum());
+    let n = size as f64;
+    let expected = [n, n * (n - 1.0) / 2.0];
+    let sum_ok = sum[0] == expected[0] && sum[1] == expected[1];
+    if rank == 0 {
+        report.line(
+            "all-reduce",
+            format!(
+                "{size} rank(s) on {} node(s), {} on this node: sum of [1, rank] = [{}, {}], expected [{}, {}]: {}",
+                sum[2],
+                node.size(),
+                sum[0],
+                sum[1],
+                expected[0],
+                expected[1],
+                if sum_ok { "ok" } else { "WRONG" }
+            ),
+        );
+        if sum[3] > 0.0 {
+            report.problem(format!("{} rank(s) reported problems", sum[3]));
+        }
+    }
+    if !sum_ok {
+        report.problem("the MPI all-reduce returned a wrong sum");
+    }
+    Ok(sum_ok && sum[3] == 0.0)
+}

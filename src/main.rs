@@ -1,0 +1,40 @@
+//! `biobert-core`: the trainer's command line. Users run it through `biobert`, the launcher
+//! that finds libtorch first.
+
+use clap::{Parser, Subcommand};
+
+use biobert::doctor::{self, DoctorArgs};
+use biobert::torch_runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "biobert",
+    version,
+    about = "BioBERT pretraining: BERT-base further pretrained on PubMed and PMC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check libtorch, CUDA devices, the MPI library, NCCL and threads on this host.
+    Doctor(DoctorArgs),
+}
+
+fn main() {
+    // Before any tch call: brings up libtorch's CUDA half on GPU hosts.
+    torch_runtime::init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Doctor(args) => doctor::run(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
