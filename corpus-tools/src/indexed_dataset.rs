@@ -343,11 +343,18 @@ fn parse_header(idx: &[u8]) -> Result<(TokenDtype, usize, usize)> {
         version == INDEX_VERSION,
         "index version {version}, expected {INDEX_VERSION}"
     );
-    let dtype = TokenDtype::from_code(idx[17])
-        .with_context(|| format!("token dtype code {} (expected 8 uint16 or 4 int32)", idx[17]))?;
+    let dtype = TokenDtype::from_code(idx[17]).with_context(|| {
+        format!(
+            "token dtype code {} (expected 8 uint16 or 4 int32)",
+            idx[17]
+        )
+    })?;
     let sequences = u64::from_le_bytes(idx[18..26].try_into().expect("8 bytes")) as usize;
     let doc_entries = u64::from_le_bytes(idx[26..34].try_into().expect("8 bytes")) as usize;
-    ensure!(doc_entries >= 1, "document index is empty (expected at least [0])");
+    ensure!(
+        doc_entries >= 1,
+        "document index is empty (expected at least [0])"
+    );
     Ok((dtype, sequences, doc_entries - 1))
 }
 
