@@ -1,0 +1,232 @@
+//! Finding and opening the raw NCBI files: PubMed `.xml` / `.xml.gz`, PMC `.nxml` /
+//! `.xml` / `.txt` and `.tar.gz` bulk packages (read as streams, never unpacked to disk).
+//! Raw bytes are hashed as they are read, so each source's sha256 costs no extra pass.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Collection {
+    Pubmed,
+    Pmc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// XML, possibly gzip-compressed (PubMed files, JATS articles).
+    Xml,
+    /// The PMC OA plain-text format.
+    OaText,
+    /// A `.tar.gz` of PMC articles.
+    TarGz,
+}
+
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    pub collection: Collection,
+    pub format: Format,
+    pub gzip: bool,
+    pub bytes: u64,
+}
+
+/// Expands files and folders (recursively) into inputs, sorted by file name and then by
+/// path: PubMed's baseline and update files are numbered so that this is their order.
+pub fn discover(paths: &[PathBuf], collection: Collection) -> Result<Vec<Input>> {
+    let mut found = Vec::new();
+    for path in paths {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        if meta.is_dir() {
+            let before = found.len();
+            walk(path, collection, &mut found)?;
+            if found.len() == before {
+                bail!(
+                    "{}: no input files in this folder (expected {})",
+                    path.display(),
+                    expected_extensions(collection)
+                );
+            }
+        } else {
+            match classify(path, collection) {
+                Some(input) => found.push(input?),
+                None => bail!(
+                    "{}: not a recognised input (expected {})",
+                    path.display(),
+                    expected_extensions(collection)
+                ),
+            }
+        }
+    }
+    found.sort_by(|a, b| (a.path.file_name(), &a.path).cmp(&(b.path.file_name(), &b.path)));
+    found.dedup_by(|a, b| a.path == b.path);
+    Ok(found)
+}
+
+fn expected_extensions(collection: Collection) -> &'static str {
+    match collection {
+        Collection::Pubmed => ".xml or .xml.gz",
+        Collection::Pmc => ".nxml, .xml, .xml.gz, .txt or .tar.gz",
+    }
+}
+
+fn walk(dir: &Path, collection: Collection, out: &mut Vec<Input>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("{}: cannot list", dir.display()))?
+            .path();
+        if path.is_dir() {
+            walk(&path, collection, out)?;
+        } else if let Some(input) = classify(&path, collection) {
+            out.push(input?);
+        }
+    }
+    Ok(())
+}
+
+fn classify(path: &Path, collection: Collection) -> Option<Result<Input>> {
+    let name = path.file_name()?.to_string_lossy().to_lowercase();
+    let (format, gzip) = if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        (Format::TarGz, true)
+    } else if name.ends_with(".xml.gz") || name.ends_with(".nxml.gz") {
+        (Format::Xml, true)
+    } else if name.ends_with(".xml") || name.ends_with(".nxml") {
+        (Format::Xml, false)
+    } else if name.ends_with(".txt") && collection == Collection::Pmc {
+        (Format::OaText, false)
+    } else {
+        return None;
+    };
+    if collection == Collection::Pubmed && format == Format::TarGz {
+        return None;
+    }
+    Some(
+        std::fs::metadata(path)
+            .with_context(|| format!("{}: cannot read", path.display()))
+            .map(|m| Input {
+                path: path.to_path_buf(),
+                collection,
+                format,
+                gzip,
+                bytes: m.len(),
+            }),
+    )
+}
+
+/// Counts and hashes the raw bytes that pass through.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Reads what is left, then returns (bytes, sha256 hex).
+    pub fn finish(mut self) -> io::Result<(u64, String)> {
+        io::copy(&mut self.inner, &mut self.hasher)?;
+        let (n, hash) = (self.bytes, self.hasher.finalize());
+        Ok((n, hex(&hash)))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A shared handle on the raw byte counter, for progress while a decoder reads ahead.
+pub type RawReader = HashingReader<BufReader<File>>;
+
+/// Opens an input for reading its decompressed bytes; the raw reader keeps the hash.
+pub fn open_raw(input: &Input) -> Result<RawReader> {
+    let file = File::open(&input.path)
+        .with_context(|| format!("{}: cannot open", input.path.display()))?;
+    Ok(HashingReader::new(BufReader::with_capacity(1 << 20, file)))
+}
+
+/// A buffered decompressing view over a raw reader.
+pub fn decompressed<'a, R: Read + 'a>(raw: R, gzip: bool) -> Box<dyn BufRead + 'a> {
+    if gzip {
+        Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(raw)))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, raw))
+    }
+}
+
+/// Rewrites I/O errors from a gzip stream into what the user needs to hear.
+pub fn explain_io(error: &anyhow::Error) -> Option<&'static str> {
+    let io = error.chain().find_map(|e| e.downcast_ref::<io::Error>())?;
+    match io.kind() {
+        io::ErrorKind::UnexpectedEof => Some("truncated file (unexpected end of the gzip stream)"),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
+            Some("not a valid gzip stream, or corrupt data")
+        }
+        _ => None,
+    }
+}
+
+/// 1-based line number of a byte offset in the decompressed input, for error messages.
+pub fn line_of(input: &Input, byte: u64) -> Option<u64> {
+    let raw = open_raw(input).ok()?;
+    let reader = decompressed(raw, input.gzip);
+    let mut line = 1u64;
+    for b in reader.bytes().take(byte as usize) {
+        if b.ok()? == b'\n' {
+            line += 1;
+        }
+    }
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_sorts_by_file_name_and_rejects_empty_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("b")).unwrap();
+        std::fs::write(tmp.path().join("b/pubmed25n0002.xml.gz"), b"").unwrap();
+        std::fs::write(tmp.path().join("pubmed25n0001.xml"), b"").unwrap();
+        std::fs::write(tmp.path().join("README.txt"), b"").unwrap();
+        let found = discover(&[tmp.path().to_path_buf()], Collection::Pubmed).unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["pubmed25n0001.xml", "pubmed25n0002.xml.gz"]);
+        assert!(found[1].gzip);
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let err = discover(&[empty], Collection::Pubmed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no input files"), "{err}");
+    }
+}
