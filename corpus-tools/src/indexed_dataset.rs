@@ -21,11 +21,13 @@
 //! is one sentence.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use memmap2::Mmap;
+
+use crate::atomic_file::{AtomicFile, FileDigest};
 
 pub const INDEX_MAGIC: &[u8; 9] = b"MMIDIDX\x00\x00";
 pub const INDEX_VERSION: u64 = 1;
@@ -82,11 +84,10 @@ pub fn shard_paths(prefix: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Streams sequences into `NAME.bin` and keeps the index in memory (12 bytes a sequence)
-/// until `finish` writes `NAME.idx`. Both are written to the paths given; callers that
-/// need atomicity pass temporary names and rename.
+/// until `finish` writes `NAME.idx`. Both go through temporary names and are renamed into
+/// place by `finish`.
 pub struct IndexedDatasetWriter {
-    bin: BufWriter<File>,
-    bin_path: PathBuf,
+    bin: AtomicFile,
     idx_path: PathBuf,
     dtype: TokenDtype,
     lengths: Vec<i32>,
@@ -95,13 +96,12 @@ pub struct IndexedDatasetWriter {
 }
 
 impl IndexedDatasetWriter {
-    pub fn create(bin_path: &Path, idx_path: &Path, dtype: TokenDtype) -> Result<Self> {
-        let file =
-            File::create(bin_path).with_context(|| format!("creating {}", bin_path.display()))?;
+    /// Writes `PREFIX.bin` and `PREFIX.idx`.
+    pub fn create(prefix: &Path, dtype: TokenDtype) -> Result<Self> {
+        let (bin_path, idx_path) = shard_paths(prefix);
         Ok(IndexedDatasetWriter {
-            bin: BufWriter::with_capacity(1 << 20, file),
-            bin_path: bin_path.to_path_buf(),
-            idx_path: idx_path.to_path_buf(),
+            bin: AtomicFile::create(&bin_path)?,
+            idx_path,
             dtype,
             lengths: Vec::new(),
             document_index: vec![0],
@@ -155,18 +155,12 @@ impl IndexedDatasetWriter {
         self.tokens
     }
 
-    /// Flushes `.bin` to disk and writes `.idx`. Sequences after the last `end_document`
-    /// become a final document.
-    pub fn finish(mut self) -> Result<()> {
+    /// Commits `.bin`, then writes and commits `.idx`; returns their digests. Sequences
+    /// after the last `end_document` become a final document.
+    pub fn finish(mut self) -> Result<(FileDigest, FileDigest)> {
         self.end_document();
-        self.bin.flush()?;
-        self.bin
-            .get_ref()
-            .sync_all()
-            .with_context(|| format!("syncing {}", self.bin_path.display()))?;
-        let file = File::create(&self.idx_path)
-            .with_context(|| format!("creating {}", self.idx_path.display()))?;
-        let mut idx = BufWriter::new(file);
+        let bin = self.bin.commit()?;
+        let mut idx = AtomicFile::create(&self.idx_path)?;
         idx.write_all(INDEX_MAGIC)?;
         idx.write_all(&INDEX_VERSION.to_le_bytes())?;
         idx.write_all(&[self.dtype.code()])?;
@@ -183,11 +177,7 @@ impl IndexedDatasetWriter {
         for doc in &self.document_index {
             idx.write_all(&doc.to_le_bytes())?;
         }
-        idx.flush()?;
-        idx.get_ref()
-            .sync_all()
-            .with_context(|| format!("syncing {}", self.idx_path.display()))?;
-        Ok(())
+        Ok((bin, idx.commit()?))
     }
 }
 
@@ -372,8 +362,7 @@ mod tests {
 
     fn write(dir: &Path, dtype: TokenDtype, docs: &[Vec<Vec<u32>>]) -> PathBuf {
         let prefix = dir.join("shard");
-        let (bin, idx) = shard_paths(&prefix);
-        let mut w = IndexedDatasetWriter::create(&bin, &idx, dtype).unwrap();
+        let mut w = IndexedDatasetWriter::create(&prefix, dtype).unwrap();
         for doc in docs {
             for seq in doc {
                 w.add_sequence(seq).unwrap();
@@ -443,8 +432,7 @@ mod tests {
     #[test]
     fn oversized_id_for_uint16_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let (bin, idx) = shard_paths(&tmp.path().join("s"));
-        let mut w = IndexedDatasetWriter::create(&bin, &idx, TokenDtype::U16).unwrap();
+        let mut w = IndexedDatasetWriter::create(&tmp.path().join("s"), TokenDtype::U16).unwrap();
         assert!(w.add_sequence(&[70_000]).is_err());
     }
 }

@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use flate2::read::MultiGzDecoder;
@@ -17,6 +19,8 @@ use sha2::{Digest, Sha256};
 pub enum Collection {
     Pubmed,
     Pmc,
+    /// Text shards, the input of `shard`.
+    Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +79,7 @@ fn expected_extensions(collection: Collection) -> &'static str {
     match collection {
         Collection::Pubmed => ".xml or .xml.gz",
         Collection::Pmc => ".nxml, .xml, .xml.gz, .txt or .tar.gz",
+        Collection::Text => ".txt.zst",
     }
 }
 
@@ -128,6 +133,7 @@ pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl<R: Read> HashingReader<R> {
@@ -136,12 +142,18 @@ impl<R: Read> HashingReader<R> {
             inner,
             hasher: Sha256::new(),
             bytes: 0,
+            progress: None,
         }
+    }
+
+    /// Also adds every byte read to a shared counter (for progress across threads).
+    pub fn count_into(&mut self, progress: Arc<AtomicU64>) {
+        self.progress = Some(progress);
     }
 
     /// Reads what is left, then returns (bytes, sha256 hex).
     pub fn finish(mut self) -> io::Result<(u64, String)> {
-        io::copy(&mut self.inner, &mut self.hasher)?;
+        self.bytes += io::copy(&mut self.inner, &mut self.hasher)?;
         let (n, hash) = (self.bytes, self.hasher.finalize());
         Ok((n, hex(&hash)))
     }
@@ -152,6 +164,9 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        if let Some(p) = &self.progress {
+            p.fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(n)
     }
 }

@@ -153,6 +153,9 @@ fn append_inline(element: &Element, out: &mut String) {
     if is_dropped(element) {
         return;
     }
+    if matches!(element.local_name(), "sub" | "sup") {
+        drop_pretty_printing_break(out);
+    }
     if is_citation(element) {
         out.push(CITE);
         return;
@@ -162,6 +165,15 @@ fn append_inline(element: &Element, out: &mut String) {
             Node::Text(t) => out.push_str(t),
             Node::Element(child) => append_inline(child, out),
         }
+    }
+}
+
+/// A line break and indentation right before `<sub>`/`<sup>` comes from a pretty-printer
+/// (`&#946;\n\t\t<sub>2</sub>` is "β2"), not from the author.
+fn drop_pretty_printing_break(out: &mut String) {
+    let trimmed = out.trim_end_matches([' ', '\t', '\n', '\r']);
+    if out[trimmed.len()..].contains('\n') {
+        out.truncate(trimmed.len());
     }
 }
 
@@ -348,6 +360,8 @@ mod tests {
             "<x>CO<sub>2</sub> and 10<sup>-3</sup> M <i>E. coli</i>  cells\n were <b>fine</b>.</x>",
         );
         assert_eq!(inline_text(&e), "CO2 and 10-3 M E. coli cells were fine.");
+        let e = element("<x>a fast-acting &#946;\n\t\t\t<sub>2</sub>-agonist</x>");
+        assert_eq!(inline_text(&e), "a fast-acting β2-agonist");
     }
 
     #[test]
