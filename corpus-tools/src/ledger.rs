@@ -6,7 +6,8 @@
 //! or "deleted" when a deletion came after it. The second pass keeps a record only when
 //! it is its id's current one. The table is indexed by id (4 bytes per id up to the
 //! largest: ~160 MB for all of PubMed), so its size does not depend on how many files are
-//! read.
+//! read; ids beyond any real PMID or PMC id go to a map instead, so that a stray huge id
+//! cannot make the table huge.
 
 const ABSENT: u32 = 0;
 const DELETED: u32 = u32::MAX;
@@ -18,9 +19,13 @@ pub enum Fate {
     Deleted,
 }
 
+/// Ids below this are kept in the dense table (at most 512 MB).
+const DENSE_LIMIT: u64 = 1 << 27;
+
 #[derive(Default)]
 pub struct Ledger {
     slots: Vec<u32>,
+    sparse: std::collections::HashMap<u64, u32>,
     deletions: u64,
 }
 
@@ -37,7 +42,12 @@ impl Ledger {
     }
 
     pub fn fate(&self, id: u64, ordinal: u64) -> Fate {
-        match self.slots.get(id as usize).copied().unwrap_or(ABSENT) {
+        let slot = if id < DENSE_LIMIT {
+            self.slots.get(id as usize).copied()
+        } else {
+            self.sparse.get(&id).copied()
+        };
+        match slot.unwrap_or(ABSENT) {
             DELETED => Fate::Deleted,
             v if v as u64 == ordinal + 1 => Fate::Current,
             _ => Fate::Superseded,
@@ -46,7 +56,9 @@ impl Ledger {
 
     /// Ids whose final state is deleted.
     pub fn deleted_ids(&self) -> u64 {
-        self.slots.iter().filter(|&&s| s == DELETED).count() as u64
+        let dense = self.slots.iter().filter(|&&s| s == DELETED).count();
+        let sparse = self.sparse.values().filter(|&&s| s == DELETED).count();
+        (dense + sparse) as u64
     }
 
     pub fn deletion_records(&self) -> u64 {
@@ -54,7 +66,10 @@ impl Ledger {
     }
 
     fn slot(&mut self, id: u64) -> &mut u32 {
-        let i = usize::try_from(id).expect("ids fit in memory");
+        if id >= DENSE_LIMIT {
+            return self.sparse.entry(id).or_insert(ABSENT);
+        }
+        let i = id as usize;
         if i >= self.slots.len() {
             self.slots
                 .resize((i + 1).max(self.slots.len() * 5 / 4), ABSENT);
@@ -83,5 +98,9 @@ mod tests {
         assert_eq!(l.fate(12, 3), Fate::Superseded);
         assert_eq!(l.fate(12, 4), Fate::Current);
         assert_eq!(l.deleted_ids(), 1);
+        l.add(900_000_000_123, 5);
+        l.add(900_000_000_123, 6);
+        assert_eq!(l.fate(900_000_000_123, 5), Fate::Superseded);
+        assert_eq!(l.fate(900_000_000_123, 6), Fate::Current);
     }
 }

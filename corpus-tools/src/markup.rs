@@ -268,18 +268,31 @@ fn remove_citations(text: &str) -> String {
             _ => {}
         }
     }
-    // 2. Bare citations and the separators between consecutive ones ("1,2", "3–5").
+    // 2. Bare citations.
     for i in 0..chars.len() {
-        if chars[i] != CITE || !keep[i] {
-            continue;
+        if chars[i] == CITE {
+            keep[i] = false;
         }
-        keep[i] = false;
-        let mut j = i + 1;
-        while j < chars.len() && is_separator(chars[j]) {
-            j += 1;
+    }
+    // 3. Separators left between removed spans ("1,2", "3–5", "[1], [2]"), or between a
+    //    removed span and the bracket around it ("[[39], their figure five]").
+    let spans = removed_spans(&keep);
+    for (n, &(start, end)) in spans.iter().enumerate() {
+        let mut after = end;
+        while after < chars.len() && is_separator(chars[after]) {
+            after += 1;
         }
-        if j < chars.len() && chars[j] == CITE {
-            keep[i + 1..j].iter_mut().for_each(|k| *k = false);
+        let next_span = spans.get(n + 1).is_some_and(|&(s, _)| s == after);
+        let opens = last_kept(&chars, &keep, start).is_some_and(|c| matches!(c, '(' | '['));
+        if next_span || opens {
+            keep[end..after].iter_mut().for_each(|k| *k = false);
+        }
+        if after < chars.len() && keep[after] && matches!(chars[after], ')' | ']') {
+            let mut b = start;
+            while b > 0 && is_separator(chars[b - 1]) {
+                b -= 1;
+                keep[b] = false;
+            }
         }
     }
     let kept: String = chars
@@ -288,6 +301,32 @@ fn remove_citations(text: &str) -> String {
         .filter_map(|(&c, &k)| k.then_some(c))
         .collect();
     tidy_punctuation(&kept)
+}
+
+/// Maximal runs of removed characters, as [start, end).
+fn removed_spans(keep: &[bool]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < keep.len() {
+        if keep[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < keep.len() && !keep[i] {
+            i += 1;
+        }
+        spans.push((start, i));
+    }
+    spans
+}
+
+/// The nearest kept character before `i` that is not whitespace.
+fn last_kept(chars: &[char], keep: &[bool], i: usize) -> Option<char> {
+    (0..i)
+        .rev()
+        .find(|&k| keep[k] && !chars[k].is_whitespace())
+        .map(|k| chars[k])
 }
 
 fn is_separator(c: char) -> bool {
@@ -373,6 +412,10 @@ mod tests {
             ("<x>seen in mice<sup><xref ref-type=\"bibr\">4</xref></sup>.</x>", "seen in mice."),
             ("<x>see (<xref ref-type=\"fig\">Figure 1</xref>) here</x>", "see (Figure 1) here"),
             ("<x>both (reviewed in <xref ref-type=\"bibr\">5</xref>) and</x>", "both and"),
+            ("<x>also convex [<xref ref-type=\"bibr\">9</xref>, their figure five].</x>", "also convex [their figure five]."),
+            ("<x>units [<xref ref-type=\"bibr\">3</xref>, pp. 57-59].</x>", "units [pp. 57-59]."),
+            ("<x>and tKCN [[<xref ref-type=\"bibr\">39</xref>], their figure five].</x>", "and tKCN [their figure five]."),
+            ("<x>shown [<xref ref-type=\"bibr\">1</xref>], [<xref ref-type=\"bibr\">2</xref>].</x>", "shown."),
         ];
         for (xml, want) in cases {
             assert_eq!(inline_text(&element(xml)), want, "{xml}");

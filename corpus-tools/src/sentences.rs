@@ -135,7 +135,7 @@ fn period_is_not_final(chars: &[(usize, char)], i: usize) -> bool {
     }
     let letters = word.chars().filter(|c| c.is_alphabetic()).count();
     if word.chars().count() == 1 && letters == 1 {
-        return true;
+        return !single_letter_ends_sentence(&word, &previous_word(chars, s));
     }
     // U.S., i.v., Ph.D: short letter groups joined by periods.
     word.contains('.')
@@ -143,6 +143,63 @@ fn period_is_not_final(chars: &[(usize, char)], i: usize) -> bool {
         && word.split('.').all(|part| {
             !part.is_empty() && part.chars().count() <= 3 && part.chars().all(char::is_alphabetic)
         })
+}
+
+/// Words after which a single capital letter is a label, not an initial: "in Group B."
+const LABEL_TAKERS: &[&str] = &[
+    "group",
+    "groups",
+    "type",
+    "types",
+    "phase",
+    "class",
+    "grade",
+    "stage",
+    "vitamin",
+    "hepatitis",
+    "arm",
+    "cohort",
+    "zone",
+    "region",
+    "panel",
+    "table",
+    "figure",
+    "appendix",
+    "section",
+    "part",
+    "lead",
+    "strain",
+    "site",
+    "schedule",
+    "protocol",
+    "model",
+    "category",
+];
+
+/// A single letter is usually an initial ("J. Smith", "E. coli"), but a unit after a
+/// number ("for 24 h.") or a label after a word that takes one ("in Group B.") ends a
+/// sentence like any word.
+fn single_letter_ends_sentence(letter: &str, previous: &str) -> bool {
+    let lower_unit = letter.chars().all(char::is_lowercase)
+        && previous.chars().next().is_some_and(|c| c.is_ascii_digit());
+    lower_unit || LABEL_TAKERS.contains(&previous.to_lowercase().as_str())
+}
+
+/// The whitespace-delimited word that ends before index `end`.
+fn previous_word(chars: &[(usize, char)], end: usize) -> String {
+    let mut e = end;
+    while e > 0 && chars[e - 1].1.is_whitespace() {
+        e -= 1;
+    }
+    let mut s = e;
+    while s > 0 && !chars[s - 1].1.is_whitespace() {
+        s -= 1;
+    }
+    chars[s..e]
+        .iter()
+        .map(|&(_, c)| c)
+        .filter(|c| c.is_alphanumeric())
+        .collect()
 }
 
 #[cfg(test)]
@@ -187,6 +244,14 @@ mod tests {
         assert_eq!(
             split("He said \"stop.\" Then left. (A note.) Fine."),
             ["He said \"stop.\"", "Then left.", "(A note.)", "Fine."]
+        );
+    }
+
+    #[test]
+    fn units_and_group_labels_end_sentences() {
+        assert_eq!(
+            split("Doses were lower in 24 h. The block lasted longer in Group B. Time to peak was similar. J. Smith agreed."),
+            ["Doses were lower in 24 h.", "The block lasted longer in Group B.", "Time to peak was similar.", "J. Smith agreed."]
         );
     }
 

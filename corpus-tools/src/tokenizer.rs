@@ -47,8 +47,13 @@ impl WordPieceTokenizer {
         let sha256 = hex(&Sha256::digest(&bytes));
         let is_json = path.extension().is_some_and(|e| e == "json");
         let (inner, vocab, lowercase, kind) = if is_json {
-            let inner = Tokenizer::from_bytes(&bytes)
+            let mut inner = Tokenizer::from_bytes(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", path.display()))?;
+            // Shards hold whole sentences: no padding to, or truncation at, a fixed length.
+            inner.with_padding(None);
+            inner
+                .with_truncation(None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let vocab = id_ordered(inner.get_vocab(true));
             let lowercase = lowercase.unwrap_or_else(|| !is_cased(&vocab));
             (inner, vocab, lowercase, "tokenizer.json")
