@@ -546,18 +546,20 @@ fn file_stem(path: &Path) -> String {
 /// One line: the file, the line when the error has a byte position, and the cause.
 fn describe_error(input: &Input, error: anyhow::Error) -> anyhow::Error {
     let path = input.path.display();
-    if let Some(explained) = inputs::explain_io(&error) {
-        return anyhow!("{path}: {explained} ({error:#})");
-    }
     let text = format!("{error:#}");
-    let line = text
-        .split("byte ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .and_then(|byte| inputs::line_of(input, byte));
+    let explained = inputs::explain_io(&error).map_or(String::new(), |e| format!("{e}: "));
+    // Counting lines means reading the file again, which a broken stream cannot do.
+    let line = if explained.is_empty() {
+        text.split("byte ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|byte| inputs::line_of(input, byte))
+    } else {
+        None
+    };
     match line {
         Some(line) => anyhow!("{path}: line {line}: {text}"),
-        None => anyhow!("{path}: {text}"),
+        None => anyhow!("{path}: {explained}{text}"),
     }
 }

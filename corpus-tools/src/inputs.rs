@@ -194,13 +194,22 @@ pub fn decompressed<'a, R: Read + 'a>(raw: R, gzip: bool) -> Box<dyn BufRead + '
     }
 }
 
-/// Rewrites I/O errors from a gzip stream into what the user needs to hear.
+/// What an I/O error deep in a reader means for the user (a truncated or corrupt gzip
+/// stream, most often), whichever layer (quick-xml, tar, our code) wrapped it.
 pub fn explain_io(error: &anyhow::Error) -> Option<&'static str> {
-    let io = error.chain().find_map(|e| e.downcast_ref::<io::Error>())?;
-    match io.kind() {
-        io::ErrorKind::UnexpectedEof => Some("truncated file (unexpected end of the gzip stream)"),
+    let kind = error.chain().find_map(|e| {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        match e.downcast_ref::<quick_xml::Error>() {
+            Some(quick_xml::Error::Io(io)) => Some(io.kind()),
+            _ => None,
+        }
+    })?;
+    match kind {
+        io::ErrorKind::UnexpectedEof => Some("truncated file (the compressed stream ends early)"),
         io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
-            Some("not a valid gzip stream, or corrupt data")
+            Some("truncated or corrupt compressed data")
         }
         _ => None,
     }

@@ -1,0 +1,127 @@
+//! `extract` then `shard` equals `prepare`; `vocab` trains a usable vocabulary.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn extract_then_shard_gives_the_token_shards_of_prepare() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vocab = minilm_dir().join("vocab.txt");
+    let (text, tokens, prepared) = (
+        tmp.path().join("text"),
+        tmp.path().join("tokens"),
+        tmp.path().join("prepared"),
+    );
+    let data = shared_data();
+    run_ok(
+        corpus_tools()
+            .arg("extract")
+            .arg("--pubmed")
+            .arg(data.join("pubmed"))
+            .arg("--pmc")
+            .arg(data.join("pmc"))
+            .arg("--out")
+            .arg(&text),
+    );
+    run_ok(
+        corpus_tools()
+            .arg("shard")
+            .arg("--text")
+            .arg(&text)
+            .arg("--vocab")
+            .arg(&vocab)
+            .args(["--target-tokens", "60000", "--out"])
+            .arg(&tokens),
+    );
+    run_ok(
+        corpus_tools()
+            .arg("prepare")
+            .arg("--pubmed")
+            .arg(data.join("pubmed"))
+            .arg("--pmc")
+            .arg(data.join("pmc"))
+            .arg("--vocab")
+            .arg(&vocab)
+            .args(["--target-tokens", "60000", "--out"])
+            .arg(&prepared),
+    );
+    run_ok(corpus_tools().arg("verify").arg(&tokens));
+    let m = manifest(&tokens);
+    let shards = m["shards"].as_array().unwrap();
+    assert!(shards.len() >= 3);
+    for shard in shards {
+        let name = shard["name"].as_str().unwrap();
+        for ext in ["bin", "idx"] {
+            let a = std::fs::read(tokens.join(format!("{name}.{ext}"))).unwrap();
+            let b = std::fs::read(prepared.join(format!("{name}.{ext}"))).unwrap();
+            assert!(a == b, "{name}.{ext} differs");
+        }
+    }
+    assert_eq!(manifest(&prepared)["totals"], m["totals"]);
+}
+
+#[test]
+fn vocab_trains_a_cased_vocabulary_that_prepare_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("text");
+    run_ok(
+        corpus_tools()
+            .arg("extract")
+            .arg("--pubmed")
+            .arg(shared_data().join("pubmed"))
+            .arg("--out")
+            .arg(&text),
+    );
+    let vocab = tmp.path().join("vocab.txt");
+    let out = run_ok(
+        corpus_tools()
+            .arg("vocab")
+            .arg("--text")
+            .arg(&text)
+            .args(["--size", "3000", "--out"])
+            .arg(&vocab),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("entries written"));
+    let lines: Vec<String> = std::fs::read_to_string(&vocab)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(&lines[..5], ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
+    assert!(lines.len() > 1000 && lines.len() <= 3000, "{}", lines.len());
+    assert!(
+        lines.iter().any(|l| l == "##s"),
+        "continuation pieces expected"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.chars().next().is_some_and(char::is_uppercase)),
+        "cased"
+    );
+    let corpus = tmp.path().join("corpus");
+    run_ok(
+        corpus_tools()
+            .arg("prepare")
+            .arg("--pubmed")
+            .arg(shared_data().join("pubmed"))
+            .arg("--vocab")
+            .arg(&vocab)
+            .arg("--out")
+            .arg(&corpus),
+    );
+    let m = manifest(&corpus);
+    assert_eq!(m["tokenizer"]["lowercase"], false);
+    let ds =
+        corpus_tools::indexed_dataset::IndexedDataset::open(&corpus.join("shard_00000")).unwrap();
+    let (mut unk, mut total) = (0usize, 0usize);
+    for i in 0..ds.sequences() {
+        let mut ids = Vec::new();
+        ds.read_sequence(i, &mut ids);
+        unk += ids.iter().filter(|&&id| id == 1).count();
+        total += ids.len();
+    }
+    assert!(unk * 100 < total, "{unk} of {total} tokens are [UNK]");
+    run_ok(corpus_tools().arg("verify").arg(&corpus));
+}
