@@ -26,7 +26,7 @@ pub struct PmcArticle {
     pub title: String,
     pub abstracts: Vec<String>,
     pub body: Vec<String>,
-    /// `license-type`, else the licence URL, else none.
+    /// The licence URL (`xlink:href` or `ali:license_ref`), else its `license-type`.
     pub license: Option<String>,
     /// `xml:lang` of the article (ISO 639-1), `en` when absent.
     pub language: String,
@@ -120,10 +120,10 @@ pub fn parse_article(article: &Element) -> PmcArticle {
     let license = meta
         .and_then(|m| m.at(&["permissions", "license"]))
         .and_then(|l| {
-            l.attr("license-type")
-                .or_else(|| l.attr("xlink:href"))
+            l.attr("xlink:href")
                 .map(str::to_string)
                 .or_else(|| license_ref(l))
+                .or_else(|| l.attr("license-type").map(str::to_string))
         });
     PmcArticle {
         id,
@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(a.title, "The title");
         assert_eq!(a.abstracts, ["Abstract one.", "Summary two."]);
         assert_eq!(a.body, ["Body text."]);
-        assert_eq!(a.license.as_deref(), Some("open-access"));
+        assert_eq!(
+            a.license.as_deref(),
+            Some("http://creativecommons.org/licenses/by/4.0/")
+        );
     }
 
     #[test]

@@ -125,3 +125,66 @@ fn vocab_trains_a_cased_vocabulary_that_prepare_accepts() {
     assert!(unk * 100 < total, "{unk} of {total} tokens are [UNK]");
     run_ok(corpus_tools().arg("verify").arg(&corpus));
 }
+
+#[test]
+fn bundled_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = workspace().join("sample");
+    let vocab = minilm_dir().join("vocab.txt");
+    let all = tmp.path().join("all");
+    run_ok(
+        corpus_tools()
+            .arg("prepare")
+            .arg("--pubmed")
+            .arg(sample.join("pubmed"))
+            .arg("--pmc")
+            .arg(sample.join("pmc"))
+            .arg("--vocab")
+            .arg(&vocab)
+            .arg("--out")
+            .arg(&all),
+    );
+    let m = manifest(&all);
+    assert_eq!(m["totals"]["documents"], 26);
+    for (key, n) in [
+        ("pubmed_records", 27),
+        ("skipped_language", 1),
+        ("skipped_no_abstract", 1),
+        ("skipped_superseded", 1),
+        ("skipped_deleted", 1),
+        ("pmc_articles", 3),
+    ] {
+        assert_eq!(count(&m, key), n, "{key}");
+    }
+    let titles: Vec<String> = documents(&all).into_iter().map(|d| d[0].clone()).collect();
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.ends_with("prospective cohort (corrected).")),
+        "the revised record replaces the baseline one"
+    );
+    assert!(
+        !titles.iter().any(|t| t.contains("COPD")),
+        "the deleted record is gone"
+    );
+    let commercial = tmp.path().join("commercial");
+    run_ok(
+        corpus_tools()
+            .arg("prepare")
+            .arg("--pubmed")
+            .arg(sample.join("pubmed"))
+            .arg("--pmc")
+            .arg(sample.join("pmc"))
+            .arg("--file-list")
+            .arg(sample.join("pmc/oa_file_list.csv"))
+            .args(["--license-subset", "commercial", "--vocab"])
+            .arg(&vocab)
+            .arg("--out")
+            .arg(&commercial),
+    );
+    let m = manifest(&commercial);
+    assert_eq!(m["totals"]["documents"], 25);
+    assert_eq!(count(&m, "skipped_license"), 1);
+    assert_eq!(count(&m, "license:CC BY"), 1);
+    assert_eq!(count(&m, "license:CC0"), 1);
+}
