@@ -19,8 +19,8 @@ pub enum Fate {
     Deleted,
 }
 
-/// Ids below this are kept in the dense table (at most 512 MB).
-const DENSE_LIMIT: u64 = 1 << 27;
+/// Ids below this are kept in the dense table (at most 256 MB).
+const DENSE_LIMIT: u64 = 1 << 26;
 
 #[derive(Default)]
 pub struct Ledger {
