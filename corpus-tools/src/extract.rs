@@ -384,23 +384,17 @@ fn scan_ids(
     out: &Outbox<'_, Vec<IdEvent>, ()>,
 ) -> Result<()> {
     let mut events = Vec::new();
-    let mut raw = inputs::open_raw(input)?;
+    let mut raw = inputs::open_raw(input)?.without_hash();
     raw.count_into(progress.clone());
-    let result = read_items_from(input, &mut raw, &mut |item| {
-        match item {
-            Item::Pubmed(pubmed::Record::Citation(c)) => {
-                events.push(IdEvent::Record(Collection::Pubmed, Some(c.pmid)))
-            }
-            Item::Pubmed(pubmed::Record::Delete(ids)) => {
-                events.extend(ids.into_iter().map(IdEvent::Delete))
-            }
-            Item::Pubmed(pubmed::Record::Book) => {}
-            Item::Pmc(a) => events.push(IdEvent::Record(Collection::Pmc, a.pmcid)),
+    let mut stopped = false;
+    let result = scan_input_ids(input, &mut raw, &mut |event| {
+        if stopped {
+            return;
         }
+        events.push(event);
         if events.len() >= 4096 {
-            return Ok(out.send(std::mem::take(&mut events)));
+            stopped = !out.send(std::mem::take(&mut events));
         }
-        Ok(true)
     });
     // With --on-error skip, the records before the error count, as in pass 2.
     if let Err(e) = result {
@@ -410,6 +404,55 @@ fn scan_ids(
     }
     out.send(events);
     Ok(())
+}
+
+/// Pass 1's reading of one input: ids only, no record trees.
+fn scan_input_ids<R: Read>(
+    input: &Input,
+    raw: &mut HashingReader<R>,
+    visit: &mut dyn FnMut(IdEvent),
+) -> Result<()> {
+    match (input.format, input.collection) {
+        (Format::Xml, Collection::Pubmed) => {
+            pubmed::scan_ids(inputs::decompressed(raw, input.gzip), |e| {
+                visit(match e {
+                    pubmed::IdEvent::Citation(id) => IdEvent::Record(Collection::Pubmed, Some(id)),
+                    pubmed::IdEvent::Delete(id) => IdEvent::Delete(id),
+                })
+            })
+        }
+        (Format::Xml, _) => pmc::scan_ids(inputs::decompressed(raw, input.gzip), |id| {
+            visit(IdEvent::Record(Collection::Pmc, id))
+        }),
+        (Format::TarGz, _) => {
+            let mut archive = tar::Archive::new(inputs::decompressed(raw, true));
+            for entry in archive.entries().context("not a tar archive")? {
+                let mut entry = entry.context("corrupt tar archive")?;
+                let name = entry.path().map(|p| p.to_path_buf()).unwrap_or_default();
+                let lower = name.to_string_lossy().to_lowercase();
+                let member = || format!("member {}", name.display());
+                if lower.ends_with(".nxml") || lower.ends_with(".xml") {
+                    pmc::scan_ids(std::io::BufReader::new(entry), |id| {
+                        visit(IdEvent::Record(Collection::Pmc, id))
+                    })
+                    .with_context(member)?;
+                } else if lower.ends_with(".txt") {
+                    let mut text = String::new();
+                    entry.read_to_string(&mut text).with_context(member)?;
+                    let article =
+                        pmc::parse_oa_text(&text, &file_stem(&name)).with_context(member)?;
+                    visit(IdEvent::Record(Collection::Pmc, article.pmcid));
+                }
+            }
+            Ok(())
+        }
+        (Format::OaText, _) => read_items_from(input, raw, &mut |item| {
+            if let Item::Pmc(a) = item {
+                visit(IdEvent::Record(Collection::Pmc, a.pmcid));
+            }
+            Ok(true)
+        }),
+    }
 }
 
 /// Sentences (and word pieces) of a kept record; `None` when nothing is left.

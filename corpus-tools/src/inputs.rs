@@ -131,7 +131,8 @@ fn classify(path: &Path, collection: Collection) -> Option<Result<Input>> {
 /// Counts and hashes the raw bytes that pass through.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    /// None when only counting (the ledger pass reads every file a second time).
+    hasher: Option<Sha256>,
     bytes: u64,
     progress: Option<Arc<AtomicU64>>,
 }
@@ -140,7 +141,7 @@ impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             bytes: 0,
             progress: None,
         }
@@ -151,18 +152,29 @@ impl<R: Read> HashingReader<R> {
         self.progress = Some(progress);
     }
 
-    /// Reads what is left, then returns (bytes, sha256 hex).
+    /// Counts without hashing.
+    pub fn without_hash(mut self) -> Self {
+        self.hasher = None;
+        self
+    }
+
+    /// Reads what is left, then returns (bytes, sha256 hex; empty without a hash).
     pub fn finish(mut self) -> io::Result<(u64, String)> {
-        self.bytes += io::copy(&mut self.inner, &mut self.hasher)?;
-        let (n, hash) = (self.bytes, self.hasher.finalize());
-        Ok((n, hex(&hash)))
+        io::copy(&mut self, &mut io::sink())?;
+        let hash = self
+            .hasher
+            .take()
+            .map_or(String::new(), |h| hex(&h.finalize()));
+        Ok((self.bytes, hash))
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         if let Some(p) = &self.progress {
             p.fetch_add(n as u64, Ordering::Relaxed);

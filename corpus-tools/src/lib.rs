@@ -21,4 +21,5 @@ pub mod text_shard;
 pub mod tokenizer;
 pub mod verify;
 pub mod vocab;
+pub mod wordpiece;
 pub mod xml_tree;

@@ -12,7 +12,7 @@ use std::io::BufRead;
 use anyhow::{bail, Context, Result};
 
 use crate::markup;
-use crate::xml_tree::{Element, XmlStream};
+use crate::xml_tree::{Element, Scan, XmlStream};
 
 const ROOTS: &[&str] = &["article", "pmc-articleset"];
 const DROPPED_ABSTRACT_TYPES: &[&str] = &["graphical", "teaser", "toc", "web-summary"];
@@ -81,6 +81,42 @@ impl<R: BufRead> JatsReader<R> {
     pub fn unknown_entities(&self) -> u64 {
         self.stream.unknown_entities
     }
+}
+
+/// The PMC id of each article of a JATS document, in order, without building the articles
+/// (the ledger pass); `None` for an article without one.
+pub fn scan_ids<R: BufRead>(input: R, mut visit: impl FnMut(Option<u64>)) -> Result<()> {
+    let mut stream = XmlStream::new(input);
+    let mut checked_root = false;
+    let mut current: Option<Option<u64>> = None;
+    stream.scan(&["article-id"], |event| {
+        match event {
+            Scan::Start(name) => {
+                if !checked_root {
+                    checked_root = true;
+                    if !ROOTS.contains(&name) {
+                        bail!("expected a JATS <article> or <pmc-articleset> document, found <{name}>");
+                    }
+                }
+                if name == "article" {
+                    current = Some(None);
+                }
+            }
+            Scan::Element { parent: "article-meta", element } => {
+                let kind = element.attr("pub-id-type").unwrap_or("");
+                if let (Some(slot @ None), "pmc" | "pmcid") = (current.as_mut(), kind) {
+                    *slot = element.text().trim().trim_start_matches("PMC").parse().ok();
+                }
+            }
+            Scan::End("article") => {
+                if let Some(id) = current.take() {
+                    visit(id);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })
 }
 
 pub fn parse_article(article: &Element) -> PmcArticle {

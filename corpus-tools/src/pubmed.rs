@@ -6,7 +6,7 @@ use std::io::BufRead;
 use anyhow::{bail, Context, Result};
 
 use crate::markup;
-use crate::xml_tree::{Element, XmlStream};
+use crate::xml_tree::{Element, Scan, XmlStream};
 
 /// The elements read as records. `PubmedArticle` holds a `MedlineCitation`; in the legacy
 /// set `MedlineCitation` stands alone.
@@ -97,6 +97,58 @@ impl<R: BufRead> PubmedReader<R> {
             self.stream.position().byte
         )
     }
+}
+
+/// The ids of a PubMed file in order, without building its records (the ledger pass):
+/// `Some(pmid)` for each citation, and the PMIDs of `DeleteCitation`s.
+pub fn scan_ids<R: BufRead>(input: R, mut visit: impl FnMut(IdEvent)) -> Result<()> {
+    let mut stream = XmlStream::new(input);
+    let mut checked_root = false;
+    // Records are numbered as `PubmedReader` numbers them, for the same error messages.
+    let (mut records, mut in_article) = (0u64, false);
+    let (mut pmid, mut last_pmid) = (None, None);
+    let result = stream.scan(&["PMID"], |event| {
+        match event {
+            Scan::Start(name) => {
+                if !checked_root {
+                    checked_root = true;
+                    if !ROOTS.contains(&name) {
+                        bail!("expected a PubmedArticleSet or MedlineCitationSet document, found <{name}>");
+                    }
+                }
+                match name {
+                    "PubmedArticle" => (records, in_article) = (records + 1, true),
+                    "MedlineCitation" if !in_article => records += 1,
+                    "DeleteCitation" | "PubmedBookArticle" => records += 1,
+                    _ => {}
+                }
+            }
+            Scan::End(name @ ("PubmedArticle" | "MedlineCitation")) => {
+                in_article &= name != "PubmedArticle";
+                last_pmid = pmid.or(last_pmid);
+            }
+            Scan::Element { parent: "MedlineCitation", element } => {
+                let id = parse_pmid(&element.text())?;
+                pmid = Some(id);
+                visit(IdEvent::Citation(id));
+            }
+            Scan::Element { parent: "DeleteCitation", element } => {
+                visit(IdEvent::Delete(parse_pmid(&element.text())?))
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    result.with_context(|| {
+        let after = last_pmid.map_or(String::new(), |p| format!(", after PMID {p}"));
+        format!("record {records}{after}, byte {}", stream.position().byte)
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdEvent {
+    Citation(u64),
+    Delete(u64),
 }
 
 pub fn parse_record(e: &Element) -> Result<Record> {

@@ -1,5 +1,6 @@
-//! BERT's WordPiece tokenisation through the `tokenizers` crate, from a BERT `vocab.txt`
-//! (cased or uncased, inferred from the vocabulary or set) or a `tokenizer.json`.
+//! BERT's WordPiece tokenisation, from a BERT `vocab.txt` (cased or uncased, inferred from
+//! the vocabulary or set; see `wordpiece`) or a `tokenizer.json` (through the `tokenizers`
+//! crate).
 //!
 //! Token shards hold the word pieces of each sentence without `[CLS]`/`[SEP]`: those are
 //! added when training instances are built, as Megatron's BERT data does.
@@ -10,12 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::bert::BertNormalizer;
-use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::Tokenizer;
 
 use crate::inputs::hex;
+use crate::wordpiece::{BertWordPiece, Scratch};
 
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
@@ -31,8 +30,19 @@ pub struct TokenizerInfo {
     pub kind: String,
 }
 
+/// What runs the tokenisation: the fast BERT path for a `vocab.txt`, the `tokenizers`
+/// pipeline for whatever a `tokenizer.json` describes.
+enum Engine {
+    Bert(BertWordPiece),
+    Json(Box<Tokenizer>),
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 pub struct WordPieceTokenizer {
-    inner: Tokenizer,
+    engine: Engine,
     vocab: Vec<String>,
     pub info: TokenizerInfo,
     pub path: PathBuf,
@@ -46,7 +56,7 @@ impl WordPieceTokenizer {
             std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let sha256 = hex(&Sha256::digest(&bytes));
         let is_json = path.extension().is_some_and(|e| e == "json");
-        let (inner, vocab, lowercase, kind) = if is_json {
+        let (engine, vocab, lowercase, kind) = if is_json {
             let mut inner = Tokenizer::from_bytes(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: not a tokenizer.json: {e}", path.display()))?;
             // Shards hold whole sentences: no padding to, or truncation at, a fixed length.
@@ -56,16 +66,19 @@ impl WordPieceTokenizer {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let vocab = id_ordered(inner.get_vocab(true));
             let lowercase = lowercase.unwrap_or_else(|| !is_cased(&vocab));
-            (inner, vocab, lowercase, "tokenizer.json")
+            (
+                Engine::Json(Box::new(inner)),
+                vocab,
+                lowercase,
+                "tokenizer.json",
+            )
         } else {
             let vocab = read_vocab_txt(path, &bytes)?;
             let lowercase = lowercase.unwrap_or_else(|| !is_cased(&vocab));
-            (
-                bert_tokenizer(path, lowercase)?,
-                vocab,
-                lowercase,
-                "vocab.txt",
-            )
+            let bert = BertWordPiece::new(&vocab, lowercase).with_context(|| {
+                format!("{}: the vocabulary has no [UNK] token", path.display())
+            })?;
+            (Engine::Bert(bert), vocab, lowercase, "vocab.txt")
         };
         for special in SPECIAL_TOKENS {
             if !vocab.iter().any(|t| t == special) {
@@ -77,7 +90,7 @@ impl WordPieceTokenizer {
             |f| f.to_string_lossy().into_owned(),
         );
         Ok(WordPieceTokenizer {
-            inner,
+            engine,
             info: TokenizerInfo {
                 file,
                 sha256,
@@ -92,11 +105,19 @@ impl WordPieceTokenizer {
 
     /// The word-piece ids of one sentence, without special tokens.
     pub fn encode(&self, sentence: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode_fast(sentence, false)
-            .map_err(|e| anyhow::anyhow!("tokenizing {sentence:?}: {e}"))?;
-        Ok(encoding.get_ids().to_vec())
+        match &self.engine {
+            Engine::Bert(bert) => Ok(SCRATCH.with(|scratch| {
+                let mut ids = Vec::with_capacity(sentence.len() / 4 + 1);
+                bert.encode(sentence, &mut scratch.borrow_mut(), &mut ids);
+                ids
+            })),
+            Engine::Json(tokenizer) => {
+                let encoding = tokenizer
+                    .encode_fast(sentence, false)
+                    .map_err(|e| anyhow::anyhow!("tokenizing {sentence:?}: {e}"))?;
+                Ok(encoding.get_ids().to_vec())
+            }
+        }
     }
 
     pub fn token(&self, id: u32) -> Option<&str> {
@@ -124,23 +145,6 @@ impl WordPieceTokenizer {
         }
         out
     }
-}
-
-/// BERT's tokenizer as `BertTokenizerFast` builds it: clean text, CJK characters split,
-/// accents stripped when lower-casing, BERT's pre-tokenizer, WordPiece with `##`.
-fn bert_tokenizer(vocab_txt: &Path, lowercase: bool) -> Result<Tokenizer> {
-    let model = WordPiece::from_file(&vocab_txt.to_string_lossy())
-        .unk_token("[UNK]".into())
-        .continuing_subword_prefix("##".into())
-        .max_input_chars_per_word(100)
-        .build()
-        .map_err(|e| anyhow::anyhow!("building WordPiece: {e}"))?;
-    let mut tokenizer = Tokenizer::new(model);
-    tokenizer
-        .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-    Ok(tokenizer)
 }
 
 fn read_vocab_txt(path: &Path, bytes: &[u8]) -> Result<Vec<String>> {

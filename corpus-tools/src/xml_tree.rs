@@ -91,6 +91,13 @@ impl Element {
     }
 }
 
+/// What `XmlStream::scan` reports.
+pub enum Scan<'a> {
+    Start(&'a str),
+    End(&'a str),
+    Element { parent: &'a str, element: Element },
+}
+
 /// Where the reader stands, for error messages.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Position {
@@ -163,6 +170,56 @@ impl<R: BufRead> XmlStream<R> {
                         bail!("unexpected end of file: the document is truncated");
                     }
                     return Ok(None);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Streams through the whole document for a cheap look at it: `visit` sees every
+    /// element start and end by local name, and every element named in `wanted` as a tree
+    /// with its parent's local name (its end is not reported separately).
+    pub fn scan(
+        &mut self,
+        wanted: &[&str],
+        mut visit: impl FnMut(Scan<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut stack: Vec<String> = Vec::new();
+        loop {
+            self.buf.clear();
+            match self.reader.read_event_into(&mut self.buf)? {
+                Event::Start(start) => {
+                    let name = decode_name(&start)?;
+                    if self.root.is_none() {
+                        self.root = Some(name.clone());
+                    }
+                    let local = name.rsplit(':').next().unwrap_or(&name).to_string();
+                    if wanted.contains(&local.as_str()) {
+                        let start = start.into_owned();
+                        let element = self.read_subtree(name, &start)?;
+                        let parent = stack.last().map_or("", String::as_str);
+                        visit(Scan::Element { parent, element })?;
+                    } else {
+                        visit(Scan::Start(&local))?;
+                        stack.push(local);
+                    }
+                }
+                Event::End(_) => {
+                    if let Some(local) = stack.pop() {
+                        visit(Scan::End(&local))?;
+                    }
+                }
+                Event::Text(t) if self.root.is_none() && !t.iter().all(u8::is_ascii_whitespace) => {
+                    bail!("not XML: text before the first element");
+                }
+                Event::Eof => {
+                    if self.root.is_none() {
+                        bail!("not XML: no element found");
+                    }
+                    if !stack.is_empty() {
+                        bail!("unexpected end of file: the document is truncated");
+                    }
+                    return Ok(());
                 }
                 _ => {}
             }
