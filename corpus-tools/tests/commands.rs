@@ -188,3 +188,61 @@ fn bundled_sample() {
     assert_eq!(count(&m, "license:CC BY"), 1);
     assert_eq!(count(&m, "license:CC0"), 1);
 }
+
+#[test]
+fn pmc_tar_gz_package_is_streamed_like_the_loose_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loose = workspace().join("sample/pmc");
+    let package = tmp.path().join("oa_comm_xml.PMC900xxxxxx.baseline.tar.gz");
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&package).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut archive = tar::Builder::new(gz);
+    for name in [
+        "PMC9000001.nxml",
+        "PMC9000002.nxml",
+        "pmc_efetch_result.xml",
+    ] {
+        archive
+            .append_path_with_name(loose.join(name), format!("PMC900xxxxxx/{name}"))
+            .unwrap();
+    }
+    archive
+        .append_path_with_name(loose.join("oa_file_list.csv"), "PMC900xxxxxx/filelist.csv")
+        .unwrap();
+    archive.into_inner().unwrap().finish().unwrap();
+    let (from_tar, from_files) = (tmp.path().join("tar"), tmp.path().join("files"));
+    run_ok(
+        corpus_tools()
+            .arg("extract")
+            .arg("--pmc")
+            .arg(&package)
+            .arg("--out")
+            .arg(&from_tar),
+    );
+    run_ok(
+        corpus_tools()
+            .arg("extract")
+            .arg("--pmc")
+            .arg(&loose)
+            .arg("--out")
+            .arg(&from_files),
+    );
+    assert_eq!(documents(&from_tar), documents(&from_files));
+    assert_eq!(manifest(&from_tar)["totals"]["documents"], 3);
+    // A truncated package names the file.
+    let bytes = std::fs::read(&package).unwrap();
+    let cut = tmp.path().join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let failed = corpus_tools()
+        .arg("extract")
+        .arg("--pmc")
+        .arg(&cut)
+        .arg("--out")
+        .arg(tmp.path().join("cut"))
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("cut.tar.gz"));
+}
