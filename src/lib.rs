@@ -1,7 +1,10 @@
 //! The BioBERT trainer: model, data loading, optimisation, distribution, checkpoints.
 
+pub mod bert;
+pub mod bert_config;
 pub mod cuda_driver;
 pub mod doctor;
+pub mod hf_checkpoint;
 pub mod nccl;
 pub mod torch_location;
 pub mod torch_runtime;

@@ -1,0 +1,309 @@
+//! BERT and its pretraining heads in tch, with the parameter names of Hugging Face
+//! `BertForPreTraining` (`bert.embeddings...`, `bert.encoder.layer.N...`,
+//! `cls.predictions...`, `cls.seq_relationship...`), so that checkpoints move between the
+//! two without renaming. Exact (erf) GELU, absolute positions, token types, attention
+//! through `scaled_dot_product_attention` with a padding mask, and a decoder tied to the
+//! word embeddings with a bias of its own.
+
+use tch::nn::{self, Init, Module};
+use tch::{Kind, Tensor};
+
+use crate::bert_config::BertConfig;
+
+fn linear(p: nn::Path, in_dim: i64, out_dim: i64, std: f64) -> nn::Linear {
+    let config = nn::LinearConfig {
+        ws_init: Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        },
+        bs_init: Some(Init::Const(0.0)),
+        bias: true,
+    };
+    nn::linear(p, in_dim, out_dim, config)
+}
+
+fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
+    let config = nn::LayerNormConfig {
+        eps,
+        ..Default::default()
+    };
+    nn::layer_norm(p, vec![dim], config)
+}
+
+fn embedding(p: nn::Path, n: i64, dim: i64, std: f64) -> nn::Embedding {
+    let config = nn::EmbeddingConfig {
+        ws_init: Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        },
+        ..Default::default()
+    };
+    nn::embedding(p, n, dim, config)
+}
+
+fn activation(name: &str, x: &Tensor) -> Tensor {
+    match name {
+        "gelu_new" | "gelu_pytorch_tanh" => x.gelu("tanh"),
+        "relu" => x.relu(),
+        _ => x.gelu("none"),
+    }
+}
+
+struct Embeddings {
+    word: nn::Embedding,
+    position: nn::Embedding,
+    token_type: nn::Embedding,
+    norm: nn::LayerNorm,
+}
+
+struct Layer {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    attention_output: nn::Linear,
+    attention_norm: nn::LayerNorm,
+    intermediate: nn::Linear,
+    output: nn::Linear,
+    output_norm: nn::LayerNorm,
+}
+
+pub struct Bert {
+    pub config: BertConfig,
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    pooler: nn::Linear,
+    transform: nn::Linear,
+    transform_norm: nn::LayerNorm,
+    /// `cls.predictions.bias`: the decoder's own bias (its weight is the word embeddings).
+    decoder_bias: Tensor,
+    seq_relationship: nn::Linear,
+}
+
+/// The encoder's outputs.
+pub struct Encoded {
+    /// [batch, seq, hidden]
+    pub sequence: Tensor,
+    /// [batch, hidden]: tanh(dense([CLS]))
+    pub pooled: Tensor,
+    /// The embeddings' output and every layer's, when asked for.
+    pub hidden_states: Vec<Tensor>,
+}
+
+/// One batch. `attention_mask` is 1 for real tokens and 0 for padding.
+pub struct Batch<'a> {
+    pub input_ids: &'a Tensor,
+    pub token_type_ids: &'a Tensor,
+    pub attention_mask: &'a Tensor,
+}
+
+/// The pretraining losses; `Tensor`s stay on the device so no host sync is forced.
+pub struct Losses {
+    pub total: Tensor,
+    pub mlm: Tensor,
+    pub nsp: Tensor,
+    /// Correct MLM predictions and NSP predictions, as counts (for accuracy).
+    pub mlm_correct: Tensor,
+    pub mlm_count: Tensor,
+    pub nsp_correct: Tensor,
+}
+
+impl Bert {
+    pub fn new(root: &nn::Path, config: &BertConfig) -> Bert {
+        let c = config;
+        let std = c.initializer_range;
+        let bert = root / "bert";
+        let e = &bert / "embeddings";
+        let embeddings = Embeddings {
+            word: embedding(&e / "word_embeddings", c.vocab_size, c.hidden_size, std),
+            position: embedding(
+                &e / "position_embeddings",
+                c.max_position_embeddings,
+                c.hidden_size,
+                std,
+            ),
+            token_type: embedding(
+                &e / "token_type_embeddings",
+                c.type_vocab_size,
+                c.hidden_size,
+                std,
+            ),
+            norm: layer_norm(&e / "LayerNorm", c.hidden_size, c.layer_norm_eps),
+        };
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let l = &bert / "encoder" / "layer" / i;
+                let attention = &l / "attention";
+                let h = c.hidden_size;
+                Layer {
+                    query: linear(&attention / "self" / "query", h, h, std),
+                    key: linear(&attention / "self" / "key", h, h, std),
+                    value: linear(&attention / "self" / "value", h, h, std),
+                    attention_output: linear(&attention / "output" / "dense", h, h, std),
+                    attention_norm: layer_norm(
+                        &attention / "output" / "LayerNorm",
+                        h,
+                        c.layer_norm_eps,
+                    ),
+                    intermediate: linear(
+                        &l / "intermediate" / "dense",
+                        h,
+                        c.intermediate_size,
+                        std,
+                    ),
+                    output: linear(&l / "output" / "dense", c.intermediate_size, h, std),
+                    output_norm: layer_norm(&l / "output" / "LayerNorm", h, c.layer_norm_eps),
+                }
+            })
+            .collect();
+        let pooler = linear(
+            &bert / "pooler" / "dense",
+            c.hidden_size,
+            c.hidden_size,
+            std,
+        );
+        let predictions = root / "cls" / "predictions";
+        Bert {
+            config: config.clone(),
+            embeddings,
+            layers,
+            pooler,
+            transform: linear(
+                &predictions / "transform" / "dense",
+                c.hidden_size,
+                c.hidden_size,
+                std,
+            ),
+            transform_norm: layer_norm(
+                &predictions / "transform" / "LayerNorm",
+                c.hidden_size,
+                c.layer_norm_eps,
+            ),
+            decoder_bias: predictions.zeros("bias", &[c.vocab_size]),
+            seq_relationship: linear(root / "cls" / "seq_relationship", c.hidden_size, 2, std),
+        }
+    }
+
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.embeddings.word.ws
+    }
+
+    /// The encoder. `keep_hidden` also returns every layer's output.
+    pub fn encode(&self, batch: &Batch<'_>, train: bool, keep_hidden: bool) -> Encoded {
+        let c = &self.config;
+        let (b, t) = batch.input_ids.size2().expect("input_ids is [batch, seq]");
+        let positions = Tensor::arange(t, (Kind::Int64, batch.input_ids.device())).unsqueeze(0);
+        let e = &self.embeddings;
+        let mut x = e.word.forward(batch.input_ids)
+            + e.position.forward(&positions)
+            + e.token_type.forward(batch.token_type_ids);
+        x = e.norm.forward(&x).dropout(c.hidden_dropout_prob, train);
+        // SDPA's boolean mask: true where a query may attend, broadcast over heads and queries.
+        let mask = batch.attention_mask.to_kind(Kind::Bool).view([b, 1, 1, t]);
+        let mut hidden_states = Vec::new();
+        if keep_hidden {
+            hidden_states.push(x.shallow_clone());
+        }
+        for layer in &self.layers {
+            x = self.layer(layer, &x, &mask, train);
+            if keep_hidden {
+                hidden_states.push(x.shallow_clone());
+            }
+        }
+        let pooled = self.pooler.forward(&x.select(1, 0)).tanh();
+        Encoded {
+            sequence: x,
+            pooled,
+            hidden_states,
+        }
+    }
+
+    fn layer(&self, l: &Layer, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let c = &self.config;
+        let (b, t, h) = x.size3().expect("[batch, seq, hidden]");
+        let (heads, dim) = (c.num_attention_heads, c.head_dim());
+        let split = |y: Tensor| y.view([b, t, heads, dim]).transpose(1, 2);
+        let (q, k, v) = (
+            split(l.query.forward(x)),
+            split(l.key.forward(x)),
+            split(l.value.forward(x)),
+        );
+        let dropout = if train {
+            c.attention_probs_dropout_prob
+        } else {
+            0.0
+        };
+        let context = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(mask),
+            dropout,
+            false,
+            None,
+            false,
+        )
+        .transpose(1, 2)
+        .contiguous()
+        .view([b, t, h]);
+        let attended = l.attention_norm.forward(
+            &(l.attention_output
+                .forward(&context)
+                .dropout(c.hidden_dropout_prob, train)
+                + x),
+        );
+        let inner = activation(&c.hidden_act, &l.intermediate.forward(&attended));
+        l.output_norm.forward(
+            &(l.output
+                .forward(&inner)
+                .dropout(c.hidden_dropout_prob, train)
+                + attended),
+        )
+    }
+
+    /// The MLM head on hidden states [.., hidden]: vocabulary logits [.., vocab].
+    pub fn mlm_logits(&self, hidden: &Tensor) -> Tensor {
+        let y = activation(&self.config.hidden_act, &self.transform.forward(hidden));
+        let y = self.transform_norm.forward(&y);
+        y.matmul(&self.word_embeddings().tr()) + &self.decoder_bias
+    }
+
+    pub fn nsp_logits(&self, pooled: &Tensor) -> Tensor {
+        self.seq_relationship.forward(pooled)
+    }
+
+    /// MLM + NSP loss as `BertForPreTraining` computes it (mean cross-entropy over the
+    /// labelled positions, plus mean NSP cross-entropy), with the MLM head run only at the
+    /// labelled positions: `mlm_labels` is -100 elsewhere.
+    pub fn pretraining_losses(
+        &self,
+        batch: &Batch<'_>,
+        mlm_labels: &Tensor,
+        nsp_labels: &Tensor,
+        train: bool,
+    ) -> Losses {
+        let encoded = self.encode(batch, train, false);
+        let h = self.config.hidden_size;
+        let flat_labels = mlm_labels.view([-1]);
+        let positions = flat_labels.ne(-100).nonzero().squeeze_dim(1);
+        let targets = flat_labels.index_select(0, &positions);
+        let hidden = encoded.sequence.view([-1, h]).index_select(0, &positions);
+        let logits = self.mlm_logits(&hidden);
+        let mlm = logits.cross_entropy_for_logits(&targets);
+        let nsp_logits = self.nsp_logits(&encoded.pooled);
+        let nsp = nsp_logits.cross_entropy_for_logits(nsp_labels);
+        Losses {
+            total: &mlm + &nsp,
+            mlm_correct: logits
+                .argmax(-1, false)
+                .eq_tensor(&targets)
+                .sum(Kind::Int64),
+            mlm_count: Tensor::from(targets.size()[0]),
+            nsp_correct: nsp_logits
+                .argmax(-1, false)
+                .eq_tensor(nsp_labels)
+                .sum(Kind::Int64),
+            mlm,
+            nsp,
+        }
+    }
+}

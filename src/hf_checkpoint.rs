@@ -1,0 +1,178 @@
+//! Hugging Face BERT folders in and out: `config.json`, `model.safetensors` (or a
+//! `pytorch_model.bin` that `torch.save` wrote as a flat dict), `vocab.txt`.
+//!
+//! Import accepts names with or without the `bert.` prefix (sentence-transformers and
+//! `BertModel` checkpoints lack it), the old `gamma`/`beta` LayerNorm names, and ignores
+//! `position_ids` buffers; `cls.predictions.decoder.weight` is the word embeddings (tied)
+//! and `cls.predictions.decoder.bias` an alias of `cls.predictions.bias`. Tensors the model
+//! has and the file lacks (the pretraining heads of a `BertModel`) keep BERT's
+//! initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorm.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+use crate::bert_config::BertConfig;
+
+/// What an import matched, for the one-line report.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub loaded: usize,
+    /// Model tensors the checkpoint lacks (initialised as BERT does).
+    pub missing: Vec<String>,
+    /// Checkpoint tensors the model has no place for.
+    pub unexpected: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn summary(&self) -> String {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        format!(
+            "loaded {} tensors; missing (initialised): {}; unexpected (ignored): {}",
+            self.loaded,
+            list(&self.missing),
+            list(&self.unexpected)
+        )
+    }
+}
+
+/// Reads the weights of a Hugging Face folder as (HF name, tensor) in `BertForPreTraining`'s
+/// naming.
+pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let safetensors = dir.join("model.safetensors");
+    let bin = dir.join("pytorch_model.bin");
+    let raw = if safetensors.is_file() {
+        Tensor::read_safetensors(&safetensors)
+            .with_context(|| format!("{}: unreadable", safetensors.display()))?
+    } else if bin.is_file() {
+        Tensor::load_multi(&bin).with_context(|| {
+            format!(
+                "{}: unreadable (expected torch.save of a flat dict of tensors)",
+                bin.display()
+            )
+        })?
+    } else {
+        bail!(
+            "{}: no model.safetensors or pytorch_model.bin",
+            dir.display()
+        );
+    };
+    let mut out = BTreeMap::new();
+    for (name, tensor) in raw {
+        if let Some(name) = canonical_name(&name) {
+            out.insert(name, tensor);
+        }
+    }
+    Ok(out)
+}
+
+/// The `BertForPreTraining` name of a checkpoint tensor; `None` for buffers to ignore.
+pub fn canonical_name(name: &str) -> Option<String> {
+    if name.ends_with("position_ids") {
+        return None;
+    }
+    let mut n = name.to_string();
+    if let Some(stem) = n.strip_suffix(".gamma") {
+        n = format!("{stem}.weight");
+    } else if let Some(stem) = n.strip_suffix(".beta") {
+        n = format!("{stem}.bias");
+    }
+    if !n.starts_with("bert.") && !n.starts_with("cls.") {
+        n = format!("bert.{n}");
+    }
+    Some(n)
+}
+
+/// Copies a checkpoint into the model's variables. Shape mismatches are errors.
+pub fn load_into(
+    vs: &VarStore,
+    mut weights: BTreeMap<String, Tensor>,
+    source: &str,
+) -> Result<LoadReport> {
+    let mut report = LoadReport::default();
+    // Tied: the decoder's weight is the word embeddings; its bias is cls.predictions.bias.
+    if let Some(decoder) = weights.remove("cls.predictions.decoder.weight") {
+        if let Some(word) = weights.get("bert.embeddings.word_embeddings.weight") {
+            if decoder.size() != word.size() {
+                bail!("{source}: cls.predictions.decoder.weight {:?} is not tied to the word embeddings {:?}", decoder.size(), word.size());
+            }
+        }
+    }
+    if let Some(bias) = weights.remove("cls.predictions.decoder.bias") {
+        weights.entry("cls.predictions.bias".into()).or_insert(bias);
+    }
+    // Sorted, so that the first error reported is always the same.
+    let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut used = BTreeSet::new();
+    tch::no_grad(|| -> Result<()> {
+        for (name, var) in &variables {
+            match weights.get(name) {
+                Some(t) => {
+                    if t.size() != var.size() {
+                        bail!(
+                            "{source}: {name} has shape {:?}, the model expects {:?} (a different config or vocabulary?)",
+                            t.size(),
+                            var.size()
+                        );
+                    }
+                    var.shallow_clone()
+                        .copy_(&t.to_kind(Kind::Float).to_device(var.device()));
+                    used.insert(name.clone());
+                    report.loaded += 1;
+                }
+                None => report.missing.push(name.clone()),
+            }
+        }
+        Ok(())
+    })?;
+    report.unexpected = weights
+        .keys()
+        .filter(|k| !used.contains(*k))
+        .cloned()
+        .collect();
+    report.missing.sort();
+    Ok(report)
+}
+
+/// Reads `config.json` and the weights of a Hugging Face folder into `vs`.
+pub fn load_folder(vs: &VarStore, dir: &Path) -> Result<(BertConfig, LoadReport)> {
+    let config = BertConfig::read(&dir.join("config.json"))?;
+    let weights = read_weights(dir)?;
+    let report = load_into(vs, weights, &dir.display().to_string())?;
+    Ok((config, report))
+}
+
+/// Writes the model's variables under their Hugging Face names (the tied decoder is not
+/// written, as `save_pretrained` does not), in fp32, through a temporary file.
+pub fn write_weights(vs: &VarStore, path: &Path) -> Result<()> {
+    let variables = vs.variables();
+    let mut names: Vec<&String> = variables.keys().collect();
+    names.sort();
+    let tensors: Vec<(String, Tensor)> = names
+        .into_iter()
+        .map(|n| {
+            (
+                n.clone(),
+                variables[n]
+                    .to_kind(Kind::Float)
+                    .to_device(tch::Device::Cpu)
+                    .contiguous(),
+            )
+        })
+        .collect();
+    let tmp = path.with_extension("safetensors.tmp");
+    Tensor::write_safetensors(&tensors, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
+    Ok(())
+}
