@@ -66,7 +66,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let config = BertConfig::read(&args.model.join("config.json"))?;
+    let config = hf_checkpoint::read_config(&args.model)?;
     let vs = VarStore::new(Device::Cpu);
     let bert = Bert::new(&vs.root(), &config);
     let (_, report) = hf_checkpoint::load_folder(&vs, &args.model)?;

@@ -44,7 +44,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
 
 /// Loads a checkpoint folder on the CPU; returns the config, the weights and the casing.
 pub fn load_checkpoint(dir: &Path) -> Result<(BertConfig, VarStore, bool)> {
-    let config = BertConfig::read(&dir.join("config.json"))?;
+    let config = hf_checkpoint::read_config(dir)?;
     let vs = VarStore::new(Device::Cpu);
     let _bert = Bert::new(&vs.root(), &config);
     let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;

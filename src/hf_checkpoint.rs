@@ -143,10 +143,31 @@ pub fn load_into(
     Ok(report)
 }
 
-/// Reads `config.json` and the weights of a Hugging Face folder into `vs`.
+/// The config of a pretrained BERT folder: `config.json` (Hugging Face) or
+/// `bert_config.json` (Google's releases).
+pub fn read_config(dir: &Path) -> Result<BertConfig> {
+    let hf = dir.join("config.json");
+    let google = dir.join("bert_config.json");
+    if !hf.is_file() && google.is_file() {
+        return BertConfig::read(&google);
+    }
+    BertConfig::read(&hf)
+}
+
+/// The weights of a pretrained BERT folder, Hugging Face or TensorFlow, under HF names.
+pub fn read_any_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let hf = dir.join("model.safetensors").is_file() || dir.join("pytorch_model.bin").is_file();
+    match crate::tf_checkpoint::find_prefix(dir) {
+        Some(prefix) if !hf => crate::tf_checkpoint::read_weights(&prefix),
+        _ => read_weights(dir),
+    }
+}
+
+/// Reads the config and the weights of a pretrained BERT folder (Hugging Face, or a Google
+/// TensorFlow checkpoint) into `vs`.
 pub fn load_folder(vs: &VarStore, dir: &Path) -> Result<(BertConfig, LoadReport)> {
-    let config = BertConfig::read(&dir.join("config.json"))?;
-    let weights = read_weights(dir)?;
+    let config = read_config(dir)?;
+    let weights = read_any_weights(dir)?;
     let report = load_into(vs, weights, &dir.display().to_string())?;
     Ok((config, report))
 }

@@ -8,5 +8,6 @@ pub mod embed;
 pub mod export;
 pub mod hf_checkpoint;
 pub mod nccl;
+pub mod tf_checkpoint;
 pub mod torch_location;
 pub mod torch_runtime;

@@ -176,3 +176,29 @@ fn a_shape_mismatch_is_a_clear_error() {
     assert!(err.contains("bert.embeddings.word_embeddings.weight has shape [99, 32], the model expects [100, 32]"), "{err}");
     assert!(err.contains("tiny_bert"), "names the checkpoint: {err}");
 }
+
+/// Google's TensorFlow format (tests/fixtures/make_tf_fixture.py wrote the same weights
+/// with tensorflow-cpu): the import equals the Hugging Face one, Adam slots and
+/// global_step skipped.
+#[test]
+fn tensorflow_checkpoint_imports_the_same_weights() {
+    let (vs_hf, _) = load(&fixtures().join("tiny_bert"));
+    let tf_dir = fixtures().join("tiny_bert_tf");
+    let config = hf_checkpoint::read_config(&tf_dir).unwrap();
+    let vs_tf = VarStore::new(Device::Cpu);
+    let _bert = Bert::new(&vs_tf.root(), &config);
+    let (_, report) = hf_checkpoint::load_folder(&vs_tf, &tf_dir).unwrap();
+    assert!(
+        report.missing.is_empty() && report.unexpected.is_empty(),
+        "{}",
+        report.summary()
+    );
+    let (a, b) = (vs_hf.variables(), vs_tf.variables());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert!(
+            t.equal(&b[name]),
+            "{name} differs between the TF and HF imports"
+        );
+    }
+}
