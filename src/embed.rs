@@ -17,7 +17,6 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::bert::{Batch, Bert};
-use crate::bert_config::BertConfig;
 use crate::hf_checkpoint;
 use corpus_tools::tokenizer::WordPieceTokenizer;
 

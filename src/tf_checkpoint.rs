@@ -264,11 +264,11 @@ pub fn read_weights(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
             );
             continue;
         }
-        if !data_files.contains_key(&entry.shard_id) {
-            let path = data_path(prefix, entry.shard_id, &entries)?;
+        if let std::collections::btree_map::Entry::Vacant(slot) = data_files.entry(entry.shard_id) {
+            let path = data_path(prefix, entry.shard_id)?;
             let bytes =
                 std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-            data_files.insert(entry.shard_id, bytes);
+            slot.insert(bytes);
         }
         let data = &data_files[&entry.shard_id];
         let (start, end) = (entry.offset as usize, (entry.offset + entry.size) as usize);
@@ -303,7 +303,7 @@ pub fn read_weights(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
     Ok(out)
 }
 
-/// `PREFIX.data-SSSSS-of-NNNNN` for a shard; the shard count comes from the files present.
+/// `PREFIX.data-SSSSS-of-NNNNN` for a shard, whatever the shard count.
 fn data_path(
     prefix: &Path,
     shard: u64,
