@@ -304,11 +304,7 @@ pub fn read_weights(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
 }
 
 /// `PREFIX.data-SSSSS-of-NNNNN` for a shard, whatever the shard count.
-fn data_path(
-    prefix: &Path,
-    shard: u64,
-    _entries: &BTreeMap<String, BundleEntry>,
-) -> Result<PathBuf> {
+fn data_path(prefix: &Path, shard: u64) -> Result<PathBuf> {
     let dir = prefix.parent().unwrap_or(Path::new("."));
     let stem = prefix
         .file_name()
