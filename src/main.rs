@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use biobert::doctor::{self, DoctorArgs};
 use biobert::embed::{self, EmbedArgs};
 use biobert::export::{self, ExportArgs};
+use biobert::pretrain::{self, PretrainArgs};
 use biobert::torch_runtime;
 
 #[derive(Parser)]
@@ -27,6 +28,8 @@ enum Command {
     Embed(EmbedArgs),
     /// Write a checkpoint as a Hugging Face BertForPreTraining folder.
     Export(ExportArgs),
+    /// Continue pretraining BERT on token shards (MLM + NSP), resumable.
+    Pretrain(PretrainArgs),
 }
 
 fn main() {
@@ -37,6 +40,7 @@ fn main() {
         Command::Doctor(args) => doctor::run(args),
         Command::Embed(args) => embed::run(args).map(|()| 0),
         Command::Export(args) => export::run(args).map(|()| 0),
+        Command::Pretrain(args) => pretrain::run(args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,0 +1,203 @@
+//! Samples to batches, with a background thread that prepares the next steps' batches
+//! while the current one trains.
+//!
+//! The global batch of step s holds samples s·G .. (s+1)·G, G = micro-batch × accumulation ×
+//! world size; micro-batch m of rank r takes samples s·G + (m·world + r)·B .. + B. So the
+//! union over ranks of micro-batch m is the same as one rank with micro-batch world·B.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver};
+use tch::Tensor;
+
+use crate::corpus::Corpus;
+use crate::instances::{self, Example, Instance, InstanceConfig, SpecialTokens};
+
+/// Held-out instances use their own epoch key, so they never depend on training epochs.
+const HELDOUT_EPOCH: u64 = u64::MAX;
+
+pub struct Sampler {
+    corpus: Arc<Corpus>,
+    documents: Arc<Vec<u64>>,
+    config: InstanceConfig,
+    special: Arc<SpecialTokens>,
+    /// Instance count of each epoch built so far, and the last epoch's instances.
+    epoch_sizes: Vec<u64>,
+    cached: Option<(u64, Vec<Instance>)>,
+}
+
+pub struct TensorBatch {
+    pub input_ids: Tensor,
+    pub token_type_ids: Tensor,
+    pub attention_mask: Tensor,
+    pub mlm_labels: Tensor,
+    pub nsp_labels: Tensor,
+    /// Real (non-padding) tokens in the batch.
+    pub tokens: i64,
+    pub sequences: i64,
+}
+
+impl Sampler {
+    pub fn new(
+        corpus: Arc<Corpus>,
+        documents: Vec<u64>,
+        config: InstanceConfig,
+        special: Arc<SpecialTokens>,
+    ) -> Sampler {
+        Sampler {
+            corpus,
+            documents: Arc::new(documents),
+            config,
+            special,
+            epoch_sizes: Vec::new(),
+            cached: None,
+        }
+    }
+
+    fn instances(&mut self, epoch: u64) -> &Vec<Instance> {
+        if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let list =
+                instances::epoch_instances(&self.corpus, &self.documents, &self.config, epoch);
+            self.cached = Some((epoch, list));
+        }
+        &self.cached.as_ref().expect("set above").1
+    }
+
+    /// (epoch, index in epoch) of a global training sample.
+    fn locate(&mut self, sample: u64) -> (u64, usize) {
+        let mut start = 0u64;
+        let mut epoch = 0u64;
+        loop {
+            if epoch as usize == self.epoch_sizes.len() {
+                let n = self.instances(epoch).len() as u64;
+                assert!(n > 0, "the corpus yields no training instances");
+                self.epoch_sizes.push(n);
+            }
+            let size = self.epoch_sizes[epoch as usize];
+            if sample < start + size {
+                return (epoch, (sample - start) as usize);
+            }
+            start += size;
+            epoch += 1;
+        }
+    }
+
+    pub fn example(&mut self, sample: u64) -> Example {
+        let (epoch, index) = self.locate(sample);
+        let instance = self.instances(epoch)[index];
+        instances::make_example(
+            &self.corpus,
+            &instance,
+            &self.config,
+            &self.special,
+            epoch,
+            sample,
+        )
+    }
+
+    /// A held-out example (the sampler must have been built on held-out documents).
+    pub fn heldout_example(&mut self, index: u64) -> Option<Example> {
+        let list = self.instances(HELDOUT_EPOCH);
+        if list.is_empty() {
+            return None;
+        }
+        let instance = list[(index as usize) % list.len()];
+        Some(instances::make_example(
+            &self.corpus,
+            &instance,
+            &self.config,
+            &self.special,
+            HELDOUT_EPOCH,
+            index,
+        ))
+    }
+
+    pub fn epoch_size(&mut self, epoch: u64) -> u64 {
+        self.instances(epoch).len() as u64
+    }
+}
+
+/// Pads examples to the longest in the batch.
+pub fn collate(examples: &[Example]) -> TensorBatch {
+    let t = examples
+        .iter()
+        .map(|e| e.input_ids.len())
+        .max()
+        .unwrap_or(1);
+    let b = examples.len();
+    let (mut ids, mut types, mut mask, mut labels) = (
+        vec![0i64; b * t],
+        vec![0i64; b * t],
+        vec![0i64; b * t],
+        vec![-100i64; b * t],
+    );
+    let mut tokens = 0i64;
+    for (i, e) in examples.iter().enumerate() {
+        for (j, &id) in e.input_ids.iter().enumerate() {
+            ids[i * t + j] = id;
+            types[i * t + j] = e.token_type_ids[j];
+            mask[i * t + j] = 1;
+            labels[i * t + j] = e.mlm_labels[j];
+        }
+        tokens += e.input_ids.len() as i64;
+    }
+    let shape = [b as i64, t as i64];
+    TensorBatch {
+        input_ids: Tensor::from_slice(&ids).view(shape),
+        token_type_ids: Tensor::from_slice(&types).view(shape),
+        attention_mask: Tensor::from_slice(&mask).view(shape),
+        mlm_labels: Tensor::from_slice(&labels).view(shape),
+        nsp_labels: Tensor::from_slice(&examples.iter().map(|e| e.nsp_label).collect::<Vec<_>>()),
+        tokens,
+        sequences: b as i64,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub micro_batch: u64,
+    pub accumulation: u64,
+    pub world_size: u64,
+    pub rank: u64,
+}
+
+impl Layout {
+    pub fn global_batch(&self) -> u64 {
+        self.micro_batch * self.accumulation * self.world_size
+    }
+
+    /// This rank's samples for micro-batch `m` of step `s`.
+    pub fn samples(&self, step: u64, micro: u64) -> std::ops::Range<u64> {
+        let start =
+            step * self.global_batch() + (micro * self.world_size + self.rank) * self.micro_batch;
+        start..start + self.micro_batch
+    }
+}
+
+/// Prepares each step's micro-batches on a background thread, `depth` steps ahead.
+pub fn prefetch(
+    mut sampler: Sampler,
+    layout: Layout,
+    first_step: u64,
+    last_step: u64,
+    depth: usize,
+) -> Receiver<Vec<TensorBatch>> {
+    let (tx, rx) = bounded(depth.max(1));
+    std::thread::spawn(move || {
+        for step in first_step..last_step {
+            let batches: Vec<TensorBatch> = (0..layout.accumulation)
+                .map(|m| {
+                    let examples: Vec<Example> = layout
+                        .samples(step, m)
+                        .map(|s| sampler.example(s))
+                        .collect();
+                    collate(&examples)
+                })
+                .collect();
+            if tx.send(batches).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,544 @@
+//! `biobert pretrain`: continue pretraining BERT on token shards with Google/BioBERT's
+//! objective (MLM + NSP), resumable at any point.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+use tensorboard_rs::summary_writer::SummaryWriter;
+
+use crate::bert::{Batch, Bert};
+use crate::bert_config::BertConfig;
+use crate::checkpoint::{self, TrainerState};
+use crate::corpus::{self, Corpus};
+use crate::data_loader::{self, Layout, Sampler, TensorBatch};
+use crate::hf_checkpoint;
+use crate::instances::{self, InstanceConfig, SpecialTokens};
+use crate::optimizer::{self, Optimizer};
+use crate::rng::Rng;
+use crate::run_config::RunConfig;
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// The run configuration (TOML), e.g. configs/tiny.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The corpus folder (overrides data.path).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The run folder: checkpoints/, tensorboard/, config.toml.
+    #[arg(long, default_value = "runs/pretrain")]
+    pub out: PathBuf,
+    /// Overrides train.max_steps.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Overrides, as section.key=value (repeatable).
+    #[arg(long = "set")]
+    pub set: Vec<String>,
+    /// `auto` continues from the newest valid checkpoint in --out (or starts fresh); a
+    /// checkpoint folder resumes from that one.
+    #[arg(long)]
+    pub resume: Option<String>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM (pre-emption) and SIGINT finish the current step, save, and exit 0.
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
+struct Run {
+    config: RunConfig,
+    bert_config: BertConfig,
+    corpus: Arc<Corpus>,
+    device: Device,
+    out: PathBuf,
+}
+
+pub fn run(args: &PretrainArgs) -> Result<()> {
+    let mut overrides = args.set.clone();
+    if let Some(n) = args.max_steps {
+        overrides.push(format!("train.max_steps={n}"));
+    }
+    let config = RunConfig::load(&args.config, &overrides)?;
+    let corpus = Arc::new(Corpus::open(&config.data_path(args.data.as_ref())?)?);
+    let device = Device::cuda_if_available();
+    let (bert_config, init_dir) = model_config(&config, &corpus)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let resolved = config.to_toml();
+    println!("# resolved configuration\n{resolved}");
+    std::fs::write(args.out.join("config.toml"), &resolved)?;
+    let run = Run {
+        config,
+        bert_config,
+        corpus,
+        device,
+        out: args.out.clone(),
+    };
+    train(&run, init_dir.as_deref(), args.resume.as_deref())
+}
+
+/// The model's shape: from the folder it continues from (whose vocabulary must be the
+/// corpus'), or from the config for a model trained from scratch.
+fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Option<PathBuf>)> {
+    if config.model.init != "scratch" {
+        let dir = PathBuf::from(&config.model.init);
+        let bert = hf_checkpoint::read_config(&dir)?;
+        let vocab = dir.join("vocab.txt");
+        if vocab.is_file() {
+            let model_hash = corpus::file_sha256(&vocab)?;
+            if model_hash != corpus.tokenizer_sha256() {
+                bail!(
+                    "{}: its vocab.txt (sha256 {}…) is not the vocabulary the corpus {} was tokenised with (sha256 {}…): re-shard the corpus with this vocab.txt",
+                    dir.display(), &model_hash[..12], corpus.dir.display(), &corpus.tokenizer_sha256()[..12.min(corpus.tokenizer_sha256().len())]
+                );
+            }
+        }
+        if bert.vocab_size as usize != corpus.vocab.len() {
+            bail!(
+                "{}: vocab_size {} differs from the corpus vocabulary ({} entries)",
+                dir.display(),
+                bert.vocab_size,
+                corpus.vocab.len()
+            );
+        }
+        return Ok((bert, Some(dir)));
+    }
+    let m = &config.model;
+    let mut bert = BertConfig::base(corpus.vocab.len() as i64);
+    bert.hidden_size = m.hidden_size;
+    bert.num_hidden_layers = m.num_hidden_layers;
+    bert.num_attention_heads = m.num_attention_heads;
+    bert.intermediate_size = m.intermediate_size;
+    bert.max_position_embeddings = m.max_position_embeddings;
+    bert.validate()?;
+    Ok((bert, None))
+}
+
+fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()> {
+    let c = &run.config;
+    if c.data.max_seq_len as i64 > run.bert_config.max_position_embeddings {
+        bail!(
+            "data.max_seq_len {} exceeds the model's max_position_embeddings {}",
+            c.data.max_seq_len,
+            run.bert_config.max_position_embeddings
+        );
+    }
+    tch::manual_seed(c.train.seed as i64);
+    let vs = VarStore::new(run.device);
+    let bert = Bert::new(&vs.root(), &run.bert_config);
+    if let Some(dir) = init_dir {
+        let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;
+        println!("init: {} from {}", report.summary(), dir.display());
+    }
+    let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut optimizer = Optimizer::new(variables, &c.train);
+    let checkpoints = run.out.join("checkpoints");
+    let mut start_step = 0;
+    if let Some(from) = resume_point(&checkpoints, resume)? {
+        let state = checkpoint::validate(&from)?;
+        let (_, report) = hf_checkpoint::load_folder(&vs, &from)?;
+        if !report.missing.is_empty() {
+            bail!("{}: {}", from.display(), report.summary());
+        }
+        optimizer.load_state(
+            Tensor::read_safetensors(from.join("optimizer.safetensors"))?,
+            state.step,
+        )?;
+        start_step = state.step;
+        println!("resume: step {} from {}", state.step, from.display());
+    }
+    let special = Arc::new(SpecialTokens::from_vocab(&run.corpus.vocab)?);
+    let instance_config = InstanceConfig {
+        max_seq_len: c.data.max_seq_len,
+        short_seq_prob: c.data.short_seq_prob,
+        masked_lm_prob: c.data.masked_lm_prob,
+        max_predictions_per_seq: c.data.max_predictions_per_seq,
+        whole_word_masking: c.data.whole_word_masking,
+        seed: c.data.seed,
+    };
+    let (train_docs, heldout_docs) =
+        instances::split_documents(&run.corpus, c.data.heldout_fraction, c.data.seed);
+    println!(
+        "data: {} training and {} held-out documents from {}",
+        train_docs.len(),
+        heldout_docs.len(),
+        run.corpus.dir.display()
+    );
+    let layout = Layout {
+        micro_batch: c.train.micro_batch_size as u64,
+        accumulation: c.train.grad_accumulation as u64,
+        world_size: 1,
+        rank: 0,
+    };
+    let sampler = Sampler::new(
+        run.corpus.clone(),
+        train_docs,
+        instance_config.clone(),
+        special.clone(),
+    );
+    let mut heldout = Sampler::new(run.corpus.clone(), heldout_docs, instance_config, special);
+    let batches = data_loader::prefetch(sampler, layout, start_step, c.train.max_steps, 4);
+    install_signal_handlers();
+    let mut logger = Logger::new(&run.out, c.train.max_steps, start_step);
+    let mut last_checkpoint: Option<PathBuf> = None;
+    let save = |step: u64, optimizer: &Optimizer| -> Result<PathBuf> {
+        let state = TrainerState {
+            step,
+            samples_consumed: step * layout.global_batch(),
+            data_seed: c.data.seed,
+            train_seed: c.train.seed,
+            world_size: 1,
+            config: c.clone(),
+            versions: versions(),
+            files: BTreeMap::new(),
+        };
+        checkpoint::save(
+            &checkpoints,
+            &vs,
+            &run.bert_config,
+            &run.corpus.vocab_path(),
+            optimizer.state(),
+            state,
+            c.checkpoint.keep,
+        )
+    };
+    let mut step = start_step;
+    while step < c.train.max_steps {
+        let micro_batches = batches.recv().context("the data loader stopped")?;
+        // Dropout draws are a function of (seed, step): a resumed run repeats them.
+        tch::manual_seed(Rng::for_keys(&[c.train.seed, step]).next_u64() as i64 & i64::MAX);
+        let metrics = train_step(
+            &bert,
+            &optimizer,
+            &micro_batches,
+            run.device,
+            c.train.grad_accumulation as f64,
+        );
+        let loss = metrics.loss;
+        let grad_norm = optimizer.grad_norm().double_value(&[]);
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            let last = last_checkpoint
+                .as_ref()
+                .map_or("none".to_string(), |p| p.display().to_string());
+            if c.train.on_nan == "stop" {
+                bail!("step {}: the loss is {loss} (gradient norm {grad_norm}); last good checkpoint: {last}", step + 1);
+            }
+            eprintln!(
+                "warning: step {}: loss {loss}, step skipped (train.on_nan = skip)",
+                step + 1
+            );
+            optimizer.zero_grad();
+            step += 1;
+            continue;
+        }
+        optimizer.clip(grad_norm, c.train.max_grad_norm);
+        let lr = optimizer::learning_rate(&c.train, step);
+        optimizer.step(lr);
+        optimizer.zero_grad();
+        step += 1;
+        logger.record(step, &metrics, lr, grad_norm, &run.bert_config);
+        if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
+            logger.flush(step);
+        }
+        if c.log.eval_every > 0 && step % c.log.eval_every == 0 {
+            let eval = evaluate(
+                &bert,
+                &mut heldout,
+                layout.micro_batch,
+                c.log.eval_batches,
+                run.device,
+            );
+            logger.eval(step, &eval);
+        }
+        let stop = STOP.load(Ordering::SeqCst);
+        if step == c.train.max_steps
+            || stop
+            || (c.checkpoint.every > 0 && step % c.checkpoint.every == 0)
+        {
+            let path = save(step, &optimizer)?;
+            println!("checkpoint: {}", path.display());
+            last_checkpoint = Some(path);
+        }
+        if stop {
+            println!("stopped by a signal after step {step}; resume with --resume auto");
+            return Ok(());
+        }
+    }
+    if step == start_step && start_step >= c.train.max_steps {
+        println!(
+            "nothing to do: the run is already at step {start_step} of {}",
+            c.train.max_steps
+        );
+    }
+    Ok(())
+}
+
+fn resume_point(checkpoints: &Path, resume: Option<&str>) -> Result<Option<PathBuf>> {
+    match resume {
+        None => {
+            if checkpoint::newest_valid(checkpoints).is_some() {
+                bail!(
+                    "{} holds checkpoints: add --resume auto to continue, or choose another --out",
+                    checkpoints.display()
+                );
+            }
+            Ok(None)
+        }
+        Some("auto") => Ok(checkpoint::newest_valid(checkpoints).map(|(p, _)| p)),
+        Some(dir) => Ok(Some(PathBuf::from(dir))),
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct StepMetrics {
+    pub loss: f64,
+    pub mlm_loss: f64,
+    pub nsp_loss: f64,
+    pub mlm_correct: f64,
+    pub mlm_count: f64,
+    pub nsp_correct: f64,
+    pub sequences: f64,
+    pub tokens: f64,
+}
+
+fn to_device(b: &TensorBatch, device: Device) -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
+    (
+        b.input_ids.to_device(device),
+        b.token_type_ids.to_device(device),
+        b.attention_mask.to_device(device),
+        b.mlm_labels.to_device(device),
+        b.nsp_labels.to_device(device),
+    )
+}
+
+fn train_step(
+    bert: &Bert,
+    _optimizer: &Optimizer,
+    micro_batches: &[TensorBatch],
+    device: Device,
+    accumulation: f64,
+) -> StepMetrics {
+    let mut m = StepMetrics::default();
+    for b in micro_batches {
+        let (ids, types, mask, labels, nsp) = to_device(b, device);
+        let losses = bert.pretraining_losses(
+            &Batch {
+                input_ids: &ids,
+                token_type_ids: &types,
+                attention_mask: &mask,
+            },
+            &labels,
+            &nsp,
+            true,
+        );
+        (&losses.total / accumulation).backward();
+        m.loss += losses.total.double_value(&[]) / accumulation;
+        m.mlm_loss += losses.mlm.double_value(&[]) / accumulation;
+        m.nsp_loss += losses.nsp.double_value(&[]) / accumulation;
+        m.mlm_correct += losses.mlm_correct.double_value(&[]);
+        m.mlm_count += losses.mlm_count.double_value(&[]);
+        m.nsp_correct += losses.nsp_correct.double_value(&[]);
+        m.sequences += b.sequences as f64;
+        m.tokens += b.tokens as f64;
+    }
+    m
+}
+
+fn evaluate(
+    bert: &Bert,
+    heldout: &mut Sampler,
+    micro: u64,
+    batches: u64,
+    device: Device,
+) -> Option<StepMetrics> {
+    let mut total = StepMetrics::default();
+    for k in 0..batches {
+        let examples: Option<Vec<_>> = (0..micro)
+            .map(|i| heldout.heldout_example(k * micro + i))
+            .collect();
+        let batch = data_loader::collate(&examples?);
+        let (ids, types, mask, labels, nsp) = to_device(&batch, device);
+        let losses = tch::no_grad(|| {
+            bert.pretraining_losses(
+                &Batch {
+                    input_ids: &ids,
+                    token_type_ids: &types,
+                    attention_mask: &mask,
+                },
+                &labels,
+                &nsp,
+                false,
+            )
+        });
+        total.loss += losses.total.double_value(&[]) / batches as f64;
+        total.mlm_loss += losses.mlm.double_value(&[]) / batches as f64;
+        total.nsp_loss += losses.nsp.double_value(&[]) / batches as f64;
+        total.mlm_correct += losses.mlm_correct.double_value(&[]);
+        total.mlm_count += losses.mlm_count.double_value(&[]);
+        total.nsp_correct += losses.nsp_correct.double_value(&[]);
+        total.sequences += batch.sequences as f64;
+    }
+    Some(total)
+}
+
+fn versions() -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("biobert".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(dir) = crate::torch_runtime::loaded_torch_lib_dir() {
+        if let Some(t) = crate::torch_location::installed_version(&dir) {
+            v.insert("torch".into(), t);
+        }
+    }
+    v
+}
+
+/// The console line every K steps and the TensorBoard scalars (averages over the K steps).
+struct Logger {
+    writer: SummaryWriter,
+    sum: StepMetrics,
+    lr: f64,
+    grad_norm: f64,
+    steps: u64,
+    since: Instant,
+    started: Instant,
+    start_step: u64,
+    max_steps: u64,
+    flops_per_token: f64,
+}
+
+impl Logger {
+    fn new(out: &Path, max_steps: u64, start_step: u64) -> Logger {
+        Logger {
+            writer: SummaryWriter::new(out.join("tensorboard")),
+            sum: StepMetrics::default(),
+            lr: 0.0,
+            grad_norm: 0.0,
+            steps: 0,
+            since: Instant::now(),
+            started: Instant::now(),
+            start_step,
+            max_steps,
+            flops_per_token: 0.0,
+        }
+    }
+
+    fn record(
+        &mut self,
+        _step: u64,
+        m: &StepMetrics,
+        lr: f64,
+        grad_norm: f64,
+        config: &BertConfig,
+    ) {
+        let s = &mut self.sum;
+        s.loss += m.loss;
+        s.mlm_loss += m.mlm_loss;
+        s.nsp_loss += m.nsp_loss;
+        s.mlm_correct += m.mlm_correct;
+        s.mlm_count += m.mlm_count;
+        s.nsp_correct += m.nsp_correct;
+        s.sequences += m.sequences;
+        s.tokens += m.tokens;
+        self.lr = lr;
+        self.grad_norm = grad_norm;
+        self.steps += 1;
+        self.flops_per_token = flops_per_token(config);
+    }
+
+    fn flush(&mut self, step: u64) {
+        if self.steps == 0 {
+            return;
+        }
+        let n = self.steps as f64;
+        let s = &self.sum;
+        let seconds = self.since.elapsed().as_secs_f64().max(1e-9);
+        let seq_per_s = s.sequences / seconds;
+        let tokens_per_s = s.tokens / seconds;
+        let scalars = [
+            ("train/loss", s.loss / n),
+            ("train/mlm_loss", s.mlm_loss / n),
+            ("train/nsp_loss", s.nsp_loss / n),
+            ("train/mlm_accuracy", s.mlm_correct / s.mlm_count.max(1.0)),
+            ("train/nsp_accuracy", s.nsp_correct / s.sequences.max(1.0)),
+            ("train/lr", self.lr),
+            ("train/grad_norm", self.grad_norm),
+            ("perf/seq_per_s", seq_per_s),
+            ("perf/tokens_per_s", tokens_per_s),
+            ("perf/tflops", tokens_per_s * self.flops_per_token / 1e12),
+        ];
+        for (tag, value) in scalars {
+            self.writer.add_scalar(tag, value as f32, step as usize);
+        }
+        self.writer.flush();
+        let done = (step - self.start_step) as f64;
+        let eta =
+            self.started.elapsed().as_secs_f64() / done.max(1.0) * (self.max_steps - step) as f64;
+        println!(
+            "step {step}/{} loss {:.4} (mlm {:.4}, nsp {:.4}) mlm_acc {:.4} lr {:.3e} grad_norm {:.3} | {:.1} seq/s | ETA {}",
+            self.max_steps,
+            s.loss / n,
+            s.mlm_loss / n,
+            s.nsp_loss / n,
+            s.mlm_correct / s.mlm_count.max(1.0),
+            self.lr,
+            self.grad_norm,
+            seq_per_s,
+            format_duration(eta)
+        );
+        self.sum = StepMetrics::default();
+        self.steps = 0;
+        self.since = Instant::now();
+    }
+
+    fn eval(&mut self, step: u64, m: &Option<StepMetrics>) {
+        let Some(m) = m else { return };
+        let scalars = [
+            ("eval/loss", m.loss),
+            ("eval/mlm_loss", m.mlm_loss),
+            ("eval/nsp_loss", m.nsp_loss),
+            ("eval/mlm_accuracy", m.mlm_correct / m.mlm_count.max(1.0)),
+            ("eval/nsp_accuracy", m.nsp_correct / m.sequences.max(1.0)),
+        ];
+        for (tag, value) in scalars {
+            self.writer.add_scalar(tag, value as f32, step as usize);
+        }
+        self.writer.flush();
+        println!(
+            "eval step {step}: loss {:.4} mlm_acc {:.4} nsp_acc {:.4}",
+            m.loss, scalars[3].1, scalars[4].1
+        );
+    }
+}
+
+/// Training FLOPs per token: 6 per parameter in the encoder's matrices (forward and
+/// backward), plus attention's 12·layers·hidden·seq (the score and context matmuls), with
+/// seq taken as 128 when unknown; the MLM head on masked positions only is left out.
+pub fn flops_per_token(c: &BertConfig) -> f64 {
+    let h = c.hidden_size as f64;
+    let per_layer = 4.0 * h * h + 2.0 * h * c.intermediate_size as f64;
+    let n = c.num_hidden_layers as f64 * per_layer;
+    6.0 * n + 12.0 * c.num_hidden_layers as f64 * h * 128.0
+}
+
+fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}

@@ -1,0 +1,323 @@
+//! The run configuration: TOML files in `configs/` (unknown keys rejected), overridden on
+//! the command line by `--set section.key=value`. The resolved configuration is printed at
+//! the start and saved with the run and in every checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A Hugging Face or Google TensorFlow BERT folder to continue from, or "scratch".
+    #[serde(default = "scratch")]
+    pub init: String,
+    /// Shapes for "scratch" (the vocabulary size comes from the data).
+    #[serde(default = "d768")]
+    pub hidden_size: i64,
+    #[serde(default = "d12")]
+    pub num_hidden_layers: i64,
+    #[serde(default = "d12")]
+    pub num_attention_heads: i64,
+    #[serde(default = "d3072")]
+    pub intermediate_size: i64,
+    #[serde(default = "d512")]
+    pub max_position_embeddings: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A corpus folder written by `corpus-tools prepare` or `shard` (overridden by --data).
+    #[serde(default)]
+    pub path: String,
+    #[serde(default = "d128")]
+    pub max_seq_len: usize,
+    #[serde(default = "d20")]
+    pub max_predictions_per_seq: usize,
+    #[serde(default = "p15")]
+    pub masked_lm_prob: f64,
+    #[serde(default = "p10")]
+    pub short_seq_prob: f64,
+    #[serde(default)]
+    pub whole_word_masking: bool,
+    /// Fraction of documents held out for evaluation.
+    #[serde(default = "p01")]
+    pub heldout_fraction: f64,
+    #[serde(default = "seed")]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Sequences per micro-batch on each rank.
+    pub micro_batch_size: usize,
+    #[serde(default = "one")]
+    pub grad_accumulation: usize,
+    pub max_steps: u64,
+    /// "adamw" or "lamb".
+    #[serde(default = "adamw")]
+    pub optimizer: String,
+    pub learning_rate: f64,
+    #[serde(default = "p01")]
+    pub weight_decay: f64,
+    #[serde(default = "beta1")]
+    pub beta1: f64,
+    #[serde(default = "beta2")]
+    pub beta2: f64,
+    #[serde(default = "eps")]
+    pub epsilon: f64,
+    #[serde(default = "yes")]
+    pub bias_correction: bool,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// "linear" or "poly".
+    #[serde(default = "linear")]
+    pub decay: String,
+    #[serde(default = "onef")]
+    pub poly_power: f64,
+    #[serde(default = "onef")]
+    pub max_grad_norm: f64,
+    #[serde(default = "seed")]
+    pub seed: u64,
+    /// "auto" (bf16 on GPUs, fp32 on CPUs), "fp32" or "bf16".
+    #[serde(default = "auto")]
+    pub precision: String,
+    /// What a NaN or infinite loss does: "stop" or "skip" the step.
+    #[serde(default = "stop")]
+    pub on_nan: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Save every this many steps (0: only at the end and on a signal).
+    #[serde(default = "d1000u")]
+    pub every: u64,
+    /// Checkpoints kept.
+    #[serde(default = "d3u")]
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A console line and TensorBoard scalars every this many steps.
+    #[serde(default = "d10u")]
+    pub every: u64,
+    /// Evaluation on the held-out documents every this many steps (0: never).
+    #[serde(default = "d1000u")]
+    pub eval_every: u64,
+    #[serde(default = "d10u")]
+    pub eval_batches: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every: 1000,
+            keep: 3,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            every: 10,
+            eval_every: 1000,
+            eval_batches: 10,
+        }
+    }
+}
+
+fn scratch() -> String {
+    "scratch".into()
+}
+fn d768() -> i64 {
+    768
+}
+fn d12() -> i64 {
+    12
+}
+fn d3072() -> i64 {
+    3072
+}
+fn d512() -> i64 {
+    512
+}
+fn d128() -> usize {
+    128
+}
+fn d20() -> usize {
+    20
+}
+fn p15() -> f64 {
+    0.15
+}
+fn p10() -> f64 {
+    0.1
+}
+fn p01() -> f64 {
+    0.01
+}
+fn seed() -> u64 {
+    12345
+}
+fn one() -> usize {
+    1
+}
+fn onef() -> f64 {
+    1.0
+}
+fn adamw() -> String {
+    "adamw".into()
+}
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn eps() -> f64 {
+    1e-6
+}
+fn yes() -> bool {
+    true
+}
+fn linear() -> String {
+    "linear".into()
+}
+fn auto() -> String {
+    "auto".into()
+}
+fn stop() -> String {
+    "stop".into()
+}
+fn d1000u() -> u64 {
+    1000
+}
+fn d3u() -> usize {
+    3
+}
+fn d10u() -> u64 {
+    10
+}
+
+impl RunConfig {
+    /// Reads a TOML file and applies `section.key=value` overrides (values in TOML syntax;
+    /// bare words are taken as strings).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let mut value: toml::Value =
+            toml::from_str(&text).with_context(|| format!("{}: not TOML", path.display()))?;
+        for o in overrides {
+            apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
+        }
+        let config: RunConfig = value
+            .try_into()
+            .with_context(|| format!("{}: not a run configuration", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        if !matches!(t.optimizer.as_str(), "adamw" | "lamb") {
+            bail!("train.optimizer {:?}: expected adamw or lamb", t.optimizer);
+        }
+        if !matches!(t.decay.as_str(), "linear" | "poly") {
+            bail!("train.decay {:?}: expected linear or poly", t.decay);
+        }
+        if !matches!(t.precision.as_str(), "auto" | "fp32" | "bf16") {
+            bail!(
+                "train.precision {:?}: expected auto, fp32 or bf16",
+                t.precision
+            );
+        }
+        if !matches!(t.on_nan.as_str(), "stop" | "skip") {
+            bail!("train.on_nan {:?}: expected stop or skip", t.on_nan);
+        }
+        if t.micro_batch_size == 0 || t.grad_accumulation == 0 {
+            bail!("train.micro_batch_size and train.grad_accumulation must be at least 1");
+        }
+        if self.data.max_seq_len < 8 {
+            bail!("data.max_seq_len {} is too short", self.data.max_seq_len);
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config serialises")
+    }
+
+    pub fn data_path(&self, cli: Option<&PathBuf>) -> Result<PathBuf> {
+        match cli {
+            Some(p) => Ok(p.clone()),
+            None if !self.data.path.is_empty() => Ok(PathBuf::from(&self.data.path)),
+            None => bail!("no corpus: give --data DIR or set data.path"),
+        }
+    }
+}
+
+fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .context("expected section.key=value")?;
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed above"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let mut node = root;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    for part in &parts[..parts.len() - 1] {
+        let table = node.as_table_mut().context("not a table")?;
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    node.as_table_mut()
+        .context("not a table")?
+        .insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[model]\n[data]\n[train]\nmicro_batch_size = 4\nmax_steps = 10\nlearning_rate = 1e-4\n").unwrap();
+        let c = RunConfig::load(
+            &path,
+            &[
+                "train.learning_rate=2e-5".into(),
+                "model.init=/models/bert".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.learning_rate, 2e-5);
+        assert_eq!(c.model.init, "/models/bert");
+        let err = RunConfig::load(&path, &["train.learnin_rate=1".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("learnin_rate"), "{err:#}");
+        assert!(RunConfig::load(&path, &["train.optimizer=sgd".into()]).is_err());
+    }
+}
