@@ -413,6 +413,8 @@ fn versions() -> BTreeMap<String, String> {
 /// The console line every K steps and the TensorBoard scalars (averages over the K steps).
 struct Logger {
     writer: SummaryWriter,
+    /// `log.jsonl`: the logged values at full precision, one line per logged step.
+    jsonl: std::fs::File,
     sum: StepMetrics,
     lr: f64,
     grad_norm: f64,
@@ -426,8 +428,14 @@ struct Logger {
 
 impl Logger {
     fn new(out: &Path, max_steps: u64, start_step: u64) -> Logger {
+        let jsonl = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out.join("log.jsonl"))
+            .expect("the run folder is writable");
         Logger {
             writer: SummaryWriter::new(out.join("tensorboard")),
+            jsonl,
             sum: StepMetrics::default(),
             lr: 0.0,
             grad_norm: 0.0,
@@ -468,7 +476,7 @@ impl Logger {
             return;
         }
         let n = self.steps as f64;
-        let s = &self.sum;
+        let s = self.sum.clone();
         let seconds = self.since.elapsed().as_secs_f64().max(1e-9);
         let seq_per_s = s.sequences / seconds;
         let tokens_per_s = s.tokens / seconds;
@@ -488,6 +496,7 @@ impl Logger {
             self.writer.add_scalar(tag, value as f32, step as usize);
         }
         self.writer.flush();
+        self.write_jsonl(step, &scalars);
         let done = (step - self.start_step) as f64;
         let eta =
             self.started.elapsed().as_secs_f64() / done.max(1.0) * (self.max_steps - step) as f64;
@@ -525,6 +534,18 @@ impl Logger {
             "eval step {step}: loss {:.4} mlm_acc {:.4} nsp_acc {:.4}",
             m.loss, scalars[3].1, scalars[4].1
         );
+    }
+}
+
+impl Logger {
+    fn write_jsonl(&mut self, step: u64, scalars: &[(&str, f64)]) {
+        use std::io::Write;
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), step.into());
+        for (tag, value) in scalars {
+            line.insert((*tag).into(), serde_json::json!(value));
+        }
+        let _ = writeln!(self.jsonl, "{}", serde_json::Value::Object(line));
     }
 }
 

@@ -19,7 +19,7 @@ fn splitmix(x: &mut u64) -> u64 {
 impl Rng {
     /// A generator for a tuple of keys; different tuples give independent streams.
     pub fn for_keys(keys: &[u64]) -> Rng {
-        let mut x = 0x5EED_0F_B10B_E27u64;
+        let mut x = 0x0005_EED0_FB10_BE27_u64;
         for &k in keys {
             x ^= k;
             splitmix(&mut x);

