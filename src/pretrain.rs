@@ -100,7 +100,9 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
 fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Option<PathBuf>)> {
     if config.model.init != "scratch" {
         let dir = PathBuf::from(&config.model.init);
-        let bert = hf_checkpoint::read_config(&dir)?;
+        let bert = hf_checkpoint::read_config(&dir).with_context(|| {
+            format!("model.init = {:?}: expected a BERT folder (Hugging Face or Google TensorFlow)", config.model.init)
+        })?;
         let vocab = dir.join("vocab.txt");
         if vocab.is_file() {
             let model_hash = corpus::file_sha256(&vocab)?;
@@ -134,6 +136,9 @@ fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Opti
 
 fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()> {
     let c = &run.config;
+    if c.train.precision == "bf16" {
+        bail!("train.precision = \"bf16\" is not available yet; use \"fp32\" (\"auto\" trains in fp32 for now)");
+    }
     if c.data.max_seq_len as i64 > run.bert_config.max_position_embeddings {
         bail!(
             "data.max_seq_len {} exceeds the model's max_position_embeddings {}",
