@@ -101,7 +101,10 @@ fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Opti
     if config.model.init != "scratch" {
         let dir = PathBuf::from(&config.model.init);
         let bert = hf_checkpoint::read_config(&dir).with_context(|| {
-            format!("model.init = {:?}: expected a BERT folder (Hugging Face or Google TensorFlow)", config.model.init)
+            format!(
+                "model.init = {:?}: expected a BERT folder (Hugging Face or Google TensorFlow)",
+                config.model.init
+            )
         })?;
         let vocab = dir.join("vocab.txt");
         if vocab.is_file() {
