@@ -96,7 +96,8 @@ pub struct Batch<'a> {
     pub attention_mask: &'a Tensor,
 }
 
-/// The pretraining losses; `Tensor`s stay on the device so no host sync is forced.
+/// The pretraining losses (means, or sums from `pretraining_sums`); `Tensor`s stay on the
+/// device so no host sync is forced.
 pub struct Losses {
     pub total: Tensor,
     pub mlm: Tensor,
@@ -281,6 +282,27 @@ impl Bert {
         nsp_labels: &Tensor,
         train: bool,
     ) -> Losses {
+        let sums = self.pretraining_sums(batch, mlm_labels, nsp_labels, train);
+        let mlm = &sums.mlm / sums.mlm_count.to_kind(Kind::Float);
+        let nsp = &sums.nsp / nsp_labels.size()[0] as f64;
+        Losses {
+            total: &mlm + &nsp,
+            mlm,
+            nsp,
+            ..sums
+        }
+    }
+
+    /// The same losses as sums over the labelled positions and the sequences, so that
+    /// micro-batches and ranks can be normalised by the counts of the whole global batch:
+    /// then accumulation and data parallelism give the gradient of one large batch.
+    pub fn pretraining_sums(
+        &self,
+        batch: &Batch<'_>,
+        mlm_labels: &Tensor,
+        nsp_labels: &Tensor,
+        train: bool,
+    ) -> Losses {
         let encoded = self.encode(batch, train, false);
         let h = self.config.hidden_size;
         let flat_labels = mlm_labels.view([-1]);
@@ -288,9 +310,10 @@ impl Bert {
         let targets = flat_labels.index_select(0, &positions);
         let hidden = encoded.sequence.view([-1, h]).index_select(0, &positions);
         let logits = self.mlm_logits(&hidden);
-        let mlm = logits.cross_entropy_for_logits(&targets);
+        let sum = tch::Reduction::Sum;
+        let mlm = logits.cross_entropy_loss::<Tensor>(&targets, None, sum, -100, 0.0);
         let nsp_logits = self.nsp_logits(&encoded.pooled);
-        let nsp = nsp_logits.cross_entropy_for_logits(nsp_labels);
+        let nsp = nsp_logits.cross_entropy_loss::<Tensor>(nsp_labels, None, sum, -100, 0.0);
         Losses {
             total: &mlm + &nsp,
             mlm_correct: logits

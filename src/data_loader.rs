@@ -35,6 +35,8 @@ pub struct TensorBatch {
     /// Real (non-padding) tokens in the batch.
     pub tokens: i64,
     pub sequences: i64,
+    /// Positions with an MLM label.
+    pub masked: i64,
 }
 
 impl Sampler {
@@ -142,6 +144,7 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
         tokens += e.input_ids.len() as i64;
     }
     let shape = [b as i64, t as i64];
+    let masked = labels.iter().filter(|&&l| l != -100).count() as i64;
     TensorBatch {
         input_ids: Tensor::from_slice(&ids).view(shape),
         token_type_ids: Tensor::from_slice(&types).view(shape),
@@ -150,6 +153,7 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
         nsp_labels: Tensor::from_slice(&examples.iter().map(|e| e.nsp_label).collect::<Vec<_>>()),
         tokens,
         sequences: b as i64,
+        masked,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod corpus;
 pub mod cuda_driver;
 pub mod data_loader;
+pub mod distributed;
 pub mod doctor;
 pub mod embed;
 pub mod export;

@@ -18,6 +18,7 @@ use crate::bert_config::BertConfig;
 use crate::checkpoint::{self, TrainerState};
 use crate::corpus::{self, Corpus};
 use crate::data_loader::{self, Layout, Sampler, TensorBatch};
+use crate::distributed::Distributed;
 use crate::hf_checkpoint;
 use crate::instances::{self, InstanceConfig, SpecialTokens};
 use crate::optimizer::{self, Optimizer};
@@ -76,23 +77,42 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     if let Some(n) = args.max_steps {
         overrides.push(format!("train.max_steps={n}"));
     }
-    let config = RunConfig::load(&args.config, &overrides)?;
-    let corpus = Arc::new(Corpus::open(&config.data_path(args.data.as_ref())?)?);
-    let device = Device::cuda_if_available();
-    let (bert_config, init_dir) = model_config(&config, &corpus)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let resolved = config.to_toml();
-    println!("# resolved configuration\n{resolved}");
-    std::fs::write(args.out.join("config.toml"), &resolved)?;
-    let run = Run {
-        config,
-        bert_config,
-        corpus,
-        device,
-        out: args.out.clone(),
-    };
-    train(&run, init_dir.as_deref(), args.resume.as_deref())
+    let dist = Distributed::init()?;
+    let result = (|| {
+        let config = RunConfig::load(&args.config, &overrides)?;
+        let corpus = Arc::new(Corpus::open(&config.data_path(args.data.as_ref())?)?);
+        // The local rank picks the GPU.
+        let device = match tch::Cuda::device_count() {
+            0 => Device::Cpu,
+            n => Device::Cuda(dist.local_rank % n as usize),
+        };
+        let (bert_config, init_dir) = model_config(&config, &corpus)?;
+        if dist.is_root() {
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("creating {}", args.out.display()))?;
+            let resolved = config.to_toml();
+            println!("# resolved configuration\n{resolved}");
+            std::fs::write(args.out.join("config.toml"), &resolved)?;
+            println!("ranks: {} (rank 0 on {device:?})", dist.size);
+        }
+        dist.barrier();
+        let run = Run {
+            config,
+            bert_config,
+            corpus,
+            device,
+            out: args.out.clone(),
+        };
+        train(&run, &dist, init_dir.as_deref(), args.resume.as_deref())
+    })();
+    if let Err(e) = &result {
+        if dist.size > 1 {
+            // One rank's error ends the job: the others would wait in the next all-reduce.
+            eprintln!("rank {}: error: {e:#}", dist.rank);
+            dist.abort(1);
+        }
+    }
+    result
 }
 
 /// The model's shape: from the folder it continues from (whose vocabulary must be the
@@ -124,7 +144,7 @@ fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Opti
                 corpus.vocab.len()
             );
         }
-        return Ok((bert, Some(dir)));
+        return Ok((with_dropout(bert, config), Some(dir)));
     }
     let m = &config.model;
     let mut bert = BertConfig::base(corpus.vocab.len() as i64);
@@ -134,10 +154,36 @@ fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Opti
     bert.intermediate_size = m.intermediate_size;
     bert.max_position_embeddings = m.max_position_embeddings;
     bert.validate()?;
-    Ok((bert, None))
+    Ok((with_dropout(bert, config), None))
 }
 
-fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()> {
+fn with_dropout(mut bert: BertConfig, config: &RunConfig) -> BertConfig {
+    if let Some(p) = config.model.hidden_dropout_prob {
+        bert.hidden_dropout_prob = p;
+    }
+    if let Some(p) = config.model.attention_probs_dropout_prob {
+        bert.attention_probs_dropout_prob = p;
+    }
+    bert
+}
+
+/// `BIOBERT_FAIL_AT=RANK:STEP` makes that rank fail at that step: a fault injection for
+/// testing that a failing rank takes the job down.
+fn injected_failure(rank: usize, step: u64) -> Result<()> {
+    if let Ok(spec) = std::env::var("BIOBERT_FAIL_AT") {
+        if spec == format!("{rank}:{step}") {
+            bail!("injected failure at step {step} (BIOBERT_FAIL_AT={spec})");
+        }
+    }
+    Ok(())
+}
+
+fn train(
+    run: &Run,
+    dist: &Distributed,
+    init_dir: Option<&Path>,
+    resume: Option<&str>,
+) -> Result<()> {
     let c = &run.config;
     if c.train.precision == "bf16" {
         bail!("train.precision = \"bf16\" is not available yet; use \"fp32\" (\"auto\" trains in fp32 for now)");
@@ -154,9 +200,12 @@ fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()>
     let bert = Bert::new(&vs.root(), &run.bert_config);
     if let Some(dir) = init_dir {
         let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;
-        println!("init: {} from {}", report.summary(), dir.display());
+        if dist.is_root() {
+            println!("init: {} from {}", report.summary(), dir.display());
+        }
     }
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let params: Vec<Tensor> = variables.values().map(Tensor::shallow_clone).collect();
     let mut optimizer = Optimizer::new(variables, &c.train);
     let checkpoints = run.out.join("checkpoints");
     let mut start_step = 0;
@@ -171,7 +220,14 @@ fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()>
             state.step,
         )?;
         start_step = state.step;
-        println!("resume: step {} from {}", state.step, from.display());
+        if dist.is_root() {
+            println!(
+                "resume: step {} from {} (written by {} rank(s))",
+                state.step,
+                from.display(),
+                state.world_size
+            );
+        }
     }
     let special = Arc::new(SpecialTokens::from_vocab(&run.corpus.vocab)?);
     let instance_config = InstanceConfig {
@@ -193,8 +249,8 @@ fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()>
     let layout = Layout {
         micro_batch: c.train.micro_batch_size as u64,
         accumulation: c.train.grad_accumulation as u64,
-        world_size: 1,
-        rank: 0,
+        world_size: dist.size as u64,
+        rank: dist.rank as u64,
     };
     let sampler = Sampler::new(
         run.corpus.clone(),
@@ -205,7 +261,9 @@ fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()>
     let mut heldout = Sampler::new(run.corpus.clone(), heldout_docs, instance_config, special);
     let batches = data_loader::prefetch(sampler, layout, start_step, c.train.max_steps, 4);
     install_signal_handlers();
-    let mut logger = Logger::new(&run.out, c.train.max_steps, start_step);
+    let mut logger = dist
+        .is_root()
+        .then(|| Logger::new(&run.out, c.train.max_steps, start_step));
     let mut last_checkpoint: Option<PathBuf> = None;
     let save = |step: u64, optimizer: &Optimizer| -> Result<PathBuf> {
         let state = TrainerState {
@@ -213,7 +271,7 @@ fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()>
             samples_consumed: step * layout.global_batch(),
             data_seed: c.data.seed,
             train_seed: c.train.seed,
-            world_size: 1,
+            world_size: dist.size,
             config: c.clone(),
             versions: versions(),
             files: BTreeMap::new(),
@@ -233,13 +291,8 @@ fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()>
         let micro_batches = batches.recv().context("the data loader stopped")?;
         // Dropout draws are a function of (seed, step): a resumed run repeats them.
         tch::manual_seed(Rng::for_keys(&[c.train.seed, step]).next_u64() as i64 & i64::MAX);
-        let metrics = train_step(
-            &bert,
-            &optimizer,
-            &micro_batches,
-            run.device,
-            c.train.grad_accumulation as f64,
-        );
+        injected_failure(dist.rank, step + 1)?;
+        let metrics = train_step(&bert, dist, &params, &micro_batches, run.device);
         let loss = metrics.loss;
         let grad_norm = optimizer.grad_norm().double_value(&[]);
         if !loss.is_finite() || !grad_norm.is_finite() {
@@ -262,35 +315,46 @@ fn train(run: &Run, init_dir: Option<&Path>, resume: Option<&str>) -> Result<()>
         optimizer.step(lr);
         optimizer.zero_grad();
         step += 1;
-        logger.record(step, &metrics, lr, grad_norm, &run.bert_config);
-        if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
-            logger.flush(step);
+        if let Some(logger) = &mut logger {
+            logger.record(step, &metrics, lr, grad_norm, &run.bert_config);
+            if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
+                logger.flush(step);
+            }
+            // Evaluation runs on rank 0 alone: its held-out set is small and fixed.
+            if c.log.eval_every > 0 && step % c.log.eval_every == 0 {
+                let eval = evaluate(
+                    &bert,
+                    &mut heldout,
+                    layout.micro_batch,
+                    c.log.eval_batches,
+                    run.device,
+                );
+                logger.eval(step, &eval);
+            }
         }
-        if c.log.eval_every > 0 && step % c.log.eval_every == 0 {
-            let eval = evaluate(
-                &bert,
-                &mut heldout,
-                layout.micro_batch,
-                c.log.eval_batches,
-                run.device,
-            );
-            logger.eval(step, &eval);
-        }
-        let stop = STOP.load(Ordering::SeqCst);
+        // A signal to any rank stops every rank after the same step.
+        let mut flags = [f64::from(u8::from(STOP.load(Ordering::SeqCst)))];
+        dist.all_reduce_f64(&mut flags);
+        let stop = flags[0] > 0.0;
         if step == c.train.max_steps
             || stop
             || (c.checkpoint.every > 0 && step % c.checkpoint.every == 0)
         {
-            let path = save(step, &optimizer)?;
-            println!("checkpoint: {}", path.display());
-            last_checkpoint = Some(path);
+            if dist.is_root() {
+                let path = save(step, &optimizer)?;
+                println!("checkpoint: {}", path.display());
+                last_checkpoint = Some(path);
+            }
+            dist.barrier();
         }
         if stop {
-            println!("stopped by a signal after step {step}; resume with --resume auto");
+            if dist.is_root() {
+                println!("stopped by a signal after step {step}; resume with --resume auto");
+            }
             return Ok(());
         }
     }
-    if step == start_step && start_step >= c.train.max_steps {
+    if dist.is_root() && step == start_step && start_step >= c.train.max_steps {
         println!(
             "nothing to do: the run is already at step {start_step} of {}",
             c.train.max_steps
@@ -337,17 +401,30 @@ fn to_device(b: &TensorBatch, device: Device) -> (Tensor, Tensor, Tensor, Tensor
     )
 }
 
+/// One optimizer step's forward and backward passes over this rank's micro-batches. The
+/// losses are sums normalised by the masked positions and sequences of the whole global
+/// batch (all micro-batches, all ranks), so the summed gradients are those of one large
+/// batch; the returned metrics are global too.
 fn train_step(
     bert: &Bert,
-    _optimizer: &Optimizer,
+    dist: &Distributed,
+    params: &[Tensor],
     micro_batches: &[TensorBatch],
     device: Device,
-    accumulation: f64,
 ) -> StepMetrics {
-    let mut m = StepMetrics::default();
+    let mut counts = [
+        micro_batches.iter().map(|b| b.masked as f64).sum::<f64>(),
+        micro_batches
+            .iter()
+            .map(|b| b.sequences as f64)
+            .sum::<f64>(),
+    ];
+    dist.all_reduce_f64(&mut counts);
+    let [masked, sequences] = counts;
+    let mut sums = [0f64; 6];
     for b in micro_batches {
         let (ids, types, mask, labels, nsp) = to_device(b, device);
-        let losses = bert.pretraining_losses(
+        let s = bert.pretraining_sums(
             &Batch {
                 input_ids: &ids,
                 token_type_ids: &types,
@@ -357,17 +434,26 @@ fn train_step(
             &nsp,
             true,
         );
-        (&losses.total / accumulation).backward();
-        m.loss += losses.total.double_value(&[]) / accumulation;
-        m.mlm_loss += losses.mlm.double_value(&[]) / accumulation;
-        m.nsp_loss += losses.nsp.double_value(&[]) / accumulation;
-        m.mlm_correct += losses.mlm_correct.double_value(&[]);
-        m.mlm_count += losses.mlm_count.double_value(&[]);
-        m.nsp_correct += losses.nsp_correct.double_value(&[]);
-        m.sequences += b.sequences as f64;
-        m.tokens += b.tokens as f64;
+        (&s.mlm / masked.max(1.0) + &s.nsp / sequences.max(1.0)).backward();
+        sums[0] += s.mlm.double_value(&[]);
+        sums[1] += s.nsp.double_value(&[]);
+        sums[2] += s.mlm_correct.double_value(&[]);
+        sums[3] += s.nsp_correct.double_value(&[]);
+        sums[4] += b.tokens as f64;
     }
-    m
+    dist.all_reduce_gradients(params);
+    dist.all_reduce_f64(&mut sums);
+    let (mlm_loss, nsp_loss) = (sums[0] / masked.max(1.0), sums[1] / sequences.max(1.0));
+    StepMetrics {
+        loss: mlm_loss + nsp_loss,
+        mlm_loss,
+        nsp_loss,
+        mlm_correct: sums[2],
+        mlm_count: masked,
+        nsp_correct: sums[3],
+        sequences,
+        tokens: sums[4],
+    }
 }
 
 fn evaluate(

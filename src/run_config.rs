@@ -36,6 +36,12 @@ pub struct ModelConfig {
     pub intermediate_size: i64,
     #[serde(default = "d512")]
     pub max_position_embeddings: i64,
+    /// Dropout overrides (the model's config.json otherwise; 0 makes runs comparable
+    /// across batch layouts).
+    #[serde(default)]
+    pub hidden_dropout_prob: Option<f64>,
+    #[serde(default)]
+    pub attention_probs_dropout_prob: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

