@@ -1,5 +1,6 @@
 //! The BioBERT trainer: model, data loading, optimisation, distribution, checkpoints.
 
+pub mod bench_allreduce;
 pub mod bert;
 pub mod bert_config;
 pub mod checkpoint;

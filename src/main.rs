@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+use biobert::bench_allreduce::{self, BenchAllreduceArgs};
 use biobert::doctor::{self, DoctorArgs};
 use biobert::embed::{self, EmbedArgs};
 use biobert::export::{self, ExportArgs};
@@ -30,6 +31,8 @@ enum Command {
     Export(ExportArgs),
     /// Continue pretraining BERT on token shards (MLM + NSP), resumable.
     Pretrain(PretrainArgs),
+    /// Bus bandwidth of the gradient all-reduce across message sizes (run under mpirun).
+    BenchAllreduce(BenchAllreduceArgs),
 }
 
 fn main() {
@@ -41,6 +44,7 @@ fn main() {
         Command::Embed(args) => embed::run(args).map(|()| 0),
         Command::Export(args) => export::run(args).map(|()| 0),
         Command::Pretrain(args) => pretrain::run(args).map(|()| 0),
+        Command::BenchAllreduce(args) => bench_allreduce::run(args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -159,3 +159,32 @@ fn a_failing_rank_ends_the_job_with_its_message() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_allreduce_reports_bus_bandwidth_per_size() {
+    let out = run_ok(mpirun(2).arg(biobert_path()).args([
+        "bench-allreduce",
+        "--min-bytes",
+        "4096",
+        "--max-bytes",
+        "65536",
+        "--iterations",
+        "2",
+    ]));
+    let text = stdout(&out);
+    assert!(text.contains("over 2 rank(s)"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for row in rows {
+        let busbw: f64 = row.split_whitespace().last().unwrap().parse().unwrap();
+        assert!(busbw > 0.0, "{row}");
+    }
+}
