@@ -391,13 +391,21 @@ pub struct StepMetrics {
     pub tokens: f64,
 }
 
-fn to_device(b: &TensorBatch, device: Device) -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
-    (
-        b.input_ids.to_device(device),
-        b.token_type_ids.to_device(device),
-        b.attention_mask.to_device(device),
-        b.mlm_labels.to_device(device),
-        b.nsp_labels.to_device(device),
+/// The loss sums of one batch (see `Bert::pretraining_sums`) on `device`.
+fn batch_sums(bert: &Bert, b: &TensorBatch, device: Device, train: bool) -> crate::bert::Losses {
+    let ids = b.input_ids.to_device(device);
+    let types = b.token_type_ids.to_device(device);
+    let mask = b.attention_mask.to_device(device);
+    let batch = Batch {
+        input_ids: &ids,
+        token_type_ids: &types,
+        attention_mask: &mask,
+    };
+    bert.pretraining_sums(
+        &batch,
+        &b.mlm_labels.to_device(device),
+        &b.nsp_labels.to_device(device),
+        train,
     )
 }
 
@@ -421,28 +429,27 @@ fn train_step(
     ];
     dist.all_reduce_f64(&mut counts);
     let [masked, sequences] = counts;
-    let mut sums = [0f64; 6];
+    let mut sums = [0f64; 5];
     for b in micro_batches {
-        let (ids, types, mask, labels, nsp) = to_device(b, device);
-        let s = bert.pretraining_sums(
-            &Batch {
-                input_ids: &ids,
-                token_type_ids: &types,
-                attention_mask: &mask,
-            },
-            &labels,
-            &nsp,
-            true,
-        );
+        let s = batch_sums(bert, b, device, true);
         (&s.mlm / masked.max(1.0) + &s.nsp / sequences.max(1.0)).backward();
-        sums[0] += s.mlm.double_value(&[]);
-        sums[1] += s.nsp.double_value(&[]);
-        sums[2] += s.mlm_correct.double_value(&[]);
-        sums[3] += s.nsp_correct.double_value(&[]);
-        sums[4] += b.tokens as f64;
+        add_sums(&mut sums, &s, b);
     }
     dist.all_reduce_gradients(params);
     dist.all_reduce_f64(&mut sums);
+    metrics(&sums, masked, sequences)
+}
+
+/// Accumulates [mlm loss sum, nsp loss sum, mlm correct, nsp correct, tokens].
+fn add_sums(sums: &mut [f64; 5], s: &crate::bert::Losses, b: &TensorBatch) {
+    sums[0] += s.mlm.double_value(&[]);
+    sums[1] += s.nsp.double_value(&[]);
+    sums[2] += s.mlm_correct.double_value(&[]);
+    sums[3] += s.nsp_correct.double_value(&[]);
+    sums[4] += b.tokens as f64;
+}
+
+fn metrics(sums: &[f64; 5], masked: f64, sequences: f64) -> StepMetrics {
     let (mlm_loss, nsp_loss) = (sums[0] / masked.max(1.0), sums[1] / sequences.max(1.0));
     StepMetrics {
         loss: mlm_loss + nsp_loss,
@@ -456,6 +463,7 @@ fn train_step(
     }
 }
 
+/// Loss and accuracy over the first `batches` micro-batches of the held-out documents.
 fn evaluate(
     bert: &Bert,
     heldout: &mut Sampler,
@@ -463,34 +471,18 @@ fn evaluate(
     batches: u64,
     device: Device,
 ) -> Option<StepMetrics> {
-    let mut total = StepMetrics::default();
+    let (mut sums, mut masked, mut sequences) = ([0f64; 5], 0f64, 0f64);
     for k in 0..batches {
         let examples: Option<Vec<_>> = (0..micro)
             .map(|i| heldout.heldout_example(k * micro + i))
             .collect();
         let batch = data_loader::collate(&examples?);
-        let (ids, types, mask, labels, nsp) = to_device(&batch, device);
-        let losses = tch::no_grad(|| {
-            bert.pretraining_losses(
-                &Batch {
-                    input_ids: &ids,
-                    token_type_ids: &types,
-                    attention_mask: &mask,
-                },
-                &labels,
-                &nsp,
-                false,
-            )
-        });
-        total.loss += losses.total.double_value(&[]) / batches as f64;
-        total.mlm_loss += losses.mlm.double_value(&[]) / batches as f64;
-        total.nsp_loss += losses.nsp.double_value(&[]) / batches as f64;
-        total.mlm_correct += losses.mlm_correct.double_value(&[]);
-        total.mlm_count += losses.mlm_count.double_value(&[]);
-        total.nsp_correct += losses.nsp_correct.double_value(&[]);
-        total.sequences += batch.sequences as f64;
+        let s = tch::no_grad(|| batch_sums(bert, &batch, device, false));
+        add_sums(&mut sums, &s, &batch);
+        masked += batch.masked as f64;
+        sequences += batch.sequences as f64;
     }
-    Some(total)
+    Some(metrics(&sums, masked, sequences))
 }
 
 fn versions() -> BTreeMap<String, String> {
