@@ -26,7 +26,7 @@ fn corpus() -> PathBuf {
             .unwrap();
         let vocab = PathBuf::from(String::from_utf8(vocab.stdout).unwrap().trim());
         let options = corpus_tools::extract::ExtractOptions {
-            pubmed: vec![workspace().join("sample/pubmed"), workspace().parent().unwrap().join("shared/data/pubmed")],
+            pubmed: vec![workspace().join("sample/pubmed"), shared_data().join("pubmed")],
             pmc: vec![workspace().join("sample/pmc")],
             languages: corpus_tools::filters::Languages::parse("eng").unwrap(),
             abstract_labels: false,

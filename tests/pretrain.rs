@@ -41,7 +41,7 @@ fn corpus() -> &'static Path {
         let dir =
             std::env::temp_dir().join(format!("biobert-pretrain-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let data = workspace().parent().unwrap().join("shared/data");
+        let data = shared_data();
         let options = ExtractOptions {
             pubmed: vec![data.join("pubmed")],
             pmc: vec![data.join("pmc")],

@@ -49,3 +49,17 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     );
     out
 }
+
+/// The real NCBI sample files, in `shared/data` beside the repository.
+pub fn shared_data() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("shared/data");
+    assert!(
+        dir.join("pubmed").is_dir(),
+        "sample data not found at {} (shared/ beside the repository)",
+        dir.display()
+    );
+    dir
+}
