@@ -69,6 +69,10 @@ struct Layer {
 
 pub struct Bert {
     pub config: BertConfig,
+    /// The dtype of the matrix products: `Float`, or `BFloat16` for mixed precision. The
+    /// parameters stay fp32 (the master weights) and are cast as they are used, like
+    /// autocast does; LayerNorm, softmax inside the losses, and the losses run in fp32.
+    pub compute: Kind,
     embeddings: Embeddings,
     layers: Vec<Layer>,
     pooler: nn::Linear,
@@ -165,6 +169,7 @@ impl Bert {
         let predictions = root / "cls" / "predictions";
         Bert {
             config: config.clone(),
+            compute: Kind::Float,
             embeddings,
             layers,
             pooler,
@@ -184,6 +189,25 @@ impl Bert {
         }
     }
 
+    /// A linear layer in the compute dtype.
+    fn lin(&self, l: &nn::Linear, x: &Tensor) -> Tensor {
+        if self.compute == Kind::Float {
+            return l.forward(x);
+        }
+        let c = self.compute;
+        x.to_kind(c)
+            .linear(&l.ws.to_kind(c), l.bs.as_ref().map(|b| b.to_kind(c)))
+    }
+
+    /// LayerNorm, always in fp32.
+    fn norm(&self, n: &nn::LayerNorm, x: &Tensor) -> Tensor {
+        if self.compute == Kind::Float {
+            n.forward(x)
+        } else {
+            n.forward(&x.to_kind(Kind::Float))
+        }
+    }
+
     pub fn word_embeddings(&self) -> &Tensor {
         &self.embeddings.word.ws
     }
@@ -197,7 +221,7 @@ impl Bert {
         let mut x = e.word.forward(batch.input_ids)
             + e.position.forward(&positions)
             + e.token_type.forward(batch.token_type_ids);
-        x = e.norm.forward(&x).dropout(c.hidden_dropout_prob, train);
+        x = self.norm(&e.norm, &x).dropout(c.hidden_dropout_prob, train);
         // SDPA's boolean mask: true where a query may attend, broadcast over heads and queries.
         let mask = batch.attention_mask.to_kind(Kind::Bool).view([b, 1, 1, t]);
         let mut hidden_states = Vec::new();
@@ -210,7 +234,7 @@ impl Bert {
                 hidden_states.push(x.shallow_clone());
             }
         }
-        let pooled = self.pooler.forward(&x.select(1, 0)).tanh();
+        let pooled = self.lin(&self.pooler, &x.select(1, 0)).tanh();
         Encoded {
             sequence: x,
             pooled,
@@ -224,9 +248,9 @@ impl Bert {
         let (heads, dim) = (c.num_attention_heads, c.head_dim());
         let split = |y: Tensor| y.view([b, t, heads, dim]).transpose(1, 2);
         let (q, k, v) = (
-            split(l.query.forward(x)),
-            split(l.key.forward(x)),
-            split(l.value.forward(x)),
+            split(self.lin(&l.query, x)),
+            split(self.lin(&l.key, x)),
+            split(self.lin(&l.value, x)),
         );
         let dropout = if train {
             c.attention_probs_dropout_prob
@@ -246,30 +270,31 @@ impl Bert {
         .transpose(1, 2)
         .contiguous()
         .view([b, t, h]);
-        let attended = l.attention_norm.forward(
-            &(l.attention_output
-                .forward(&context)
-                .dropout(c.hidden_dropout_prob, train)
-                + x),
+        let projected = self.lin(&l.attention_output, &context);
+        let attended = self.norm(
+            &l.attention_norm,
+            &(projected.dropout(c.hidden_dropout_prob, train) + x),
         );
-        let inner = activation(&c.hidden_act, &l.intermediate.forward(&attended));
-        l.output_norm.forward(
-            &(l.output
-                .forward(&inner)
-                .dropout(c.hidden_dropout_prob, train)
-                + attended),
-        )
+        let inner = activation(&c.hidden_act, &self.lin(&l.intermediate, &attended));
+        let out = self
+            .lin(&l.output, &inner)
+            .dropout(c.hidden_dropout_prob, train);
+        self.norm(&l.output_norm, &(out + attended))
     }
 
     /// The MLM head on hidden states [.., hidden]: vocabulary logits [.., vocab].
     pub fn mlm_logits(&self, hidden: &Tensor) -> Tensor {
-        let y = activation(&self.config.hidden_act, &self.transform.forward(hidden));
-        let y = self.transform_norm.forward(&y);
-        y.matmul(&self.word_embeddings().tr()) + &self.decoder_bias
+        let y = activation(&self.config.hidden_act, &self.lin(&self.transform, hidden));
+        let y = self.norm(&self.transform_norm, &y);
+        let c = self.compute;
+        let logits = y.to_kind(c).matmul(&self.word_embeddings().to_kind(c).tr());
+        logits.to_kind(Kind::Float) + &self.decoder_bias
     }
 
+    /// NSP logits, in fp32.
     pub fn nsp_logits(&self, pooled: &Tensor) -> Tensor {
-        self.seq_relationship.forward(pooled)
+        self.lin(&self.seq_relationship, pooled)
+            .to_kind(Kind::Float)
     }
 
     /// MLM + NSP loss as `BertForPreTraining` computes it (mean cross-entropy over the

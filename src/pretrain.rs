@@ -185,9 +185,6 @@ fn train(
     resume: Option<&str>,
 ) -> Result<()> {
     let c = &run.config;
-    if c.train.precision == "bf16" {
-        bail!("train.precision = \"bf16\" is not available yet; use \"fp32\" (\"auto\" trains in fp32 for now)");
-    }
     if c.data.max_seq_len as i64 > run.bert_config.max_position_embeddings {
         bail!(
             "data.max_seq_len {} exceeds the model's max_position_embeddings {}",
@@ -197,7 +194,12 @@ fn train(
     }
     tch::manual_seed(c.train.seed as i64);
     let vs = VarStore::new(run.device);
-    let bert = Bert::new(&vs.root(), &run.bert_config);
+    let mut bert = Bert::new(&vs.root(), &run.bert_config);
+    // Mixed precision: bf16 matrix products over fp32 master weights ("auto": on GPUs).
+    bert.compute = match (c.train.precision.as_str(), run.device) {
+        ("bf16", _) | ("auto", Device::Cuda(_)) => tch::Kind::BFloat16,
+        _ => tch::Kind::Float,
+    };
     if let Some(dir) = init_dir {
         let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;
         if dist.is_root() {

@@ -100,8 +100,8 @@ pub struct TrainConfig {
     pub max_grad_norm: f64,
     #[serde(default = "seed")]
     pub seed: u64,
-    /// "auto", "fp32" or "bf16". bf16 autocast is not implemented yet: "auto" trains in
-    /// fp32 and "bf16" is refused.
+    /// "auto" (bf16 on GPUs, fp32 on CPUs), "fp32" or "bf16": bf16 matrix products over
+    /// fp32 master weights, LayerNorm and losses in fp32.
     #[serde(default = "auto")]
     pub precision: String,
     /// What a NaN or infinite loss does: "stop" or "skip" the step.

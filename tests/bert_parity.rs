@@ -202,3 +202,23 @@ fn tensorflow_checkpoint_imports_the_same_weights() {
         );
     }
 }
+
+/// The bf16 path (bf16 matrix products over fp32 weights) on the CPU: MLM logits within
+/// 1e-2 relative error of fp32. The GPU run of the same check is recorded separately.
+#[test]
+fn bf16_forward_is_within_one_percent_of_fp32() {
+    let e = expected();
+    let (_vs, mut bert) = load(&fixtures().join("tiny_bert"));
+    let (ids, types, mask) = batch(&e);
+    let b = Batch {
+        input_ids: &ids,
+        token_type_ids: &types,
+        attention_mask: &mask,
+    };
+    let fp32 = tch::no_grad(|| bert.mlm_logits(&bert.encode(&b, false, false).sequence));
+    bert.compute = Kind::BFloat16;
+    let bf16 = tch::no_grad(|| bert.mlm_logits(&bert.encode(&b, false, false).sequence));
+    assert_eq!(bf16.kind(), Kind::Float, "logits come back in fp32");
+    let rel = (&bf16 - &fp32).norm().double_value(&[]) / fp32.norm().double_value(&[]);
+    assert!(rel < 1e-2 && rel > 0.0, "relative error {rel}");
+}
