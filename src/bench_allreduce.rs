@@ -1,15 +1,18 @@
 //! `biobert bench-allreduce`: the bus bandwidth of the gradient all-reduce across message
-//! sizes, as nccl-tests reports it: algorithm bandwidth = bytes / time, bus bandwidth =
-//! algorithm bandwidth x 2(n-1)/n (what each link carries in a ring all-reduce).
-//! Run it under mpirun: `mpirun -np 2 biobert bench-allreduce`.
+//! sizes, through the same code the trainer uses, as nccl-tests reports it: algorithm
+//! bandwidth = bytes / time, bus bandwidth = algorithm bandwidth x 2(n-1)/n (what each
+//! link carries in a ring all-reduce). Run it under mpirun:
+//! `mpirun -np 2 biobert bench-allreduce`.
 
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::distributed::Distributed;
+use crate::gradient_all_reduce::GradientAllReduce;
+use crate::run_config::DistributedConfig;
 
 #[derive(Debug, Args)]
 pub struct BenchAllreduceArgs {
@@ -22,14 +25,51 @@ pub struct BenchAllreduceArgs {
     /// Timed repetitions per size (after one warm-up).
     #[arg(long, default_value_t = 5)]
     pub iterations: usize,
+    /// Where the gradient buffer lives: auto (the rank's GPU when there is one), cpu, cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// auto, nccl or mpi (as distributed.backend).
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    /// fp32 or bf16 (as distributed.reduce_dtype; NCCL only).
+    #[arg(long, default_value = "fp32")]
+    pub reduce_dtype: String,
+    /// NCCL bucket size in MiB (as distributed.bucket_mb).
+    #[arg(long, default_value_t = 64)]
+    pub bucket_mb: u64,
 }
 
 pub fn run(args: &BenchAllreduceArgs) -> Result<()> {
     let dist = Distributed::init()?;
+    let result = bench(&dist, args);
+    if let Err(e) = &result {
+        if dist.size > 1 {
+            eprintln!("rank {}: error: {e:#}", dist.rank);
+            dist.abort(1);
+        }
+    }
+    result
+}
+
+fn bench(dist: &Distributed, args: &BenchAllreduceArgs) -> Result<()> {
+    let gpus = tch::Cuda::device_count() as usize;
+    let device = match (args.device.as_str(), gpus) {
+        ("cpu", _) | ("auto", 0) => Device::Cpu,
+        ("cuda", 0) => anyhow::bail!("--device cuda: no GPU is visible"),
+        ("cuda" | "auto", n) => Device::Cuda(dist.local_rank % n),
+        (other, _) => anyhow::bail!("--device {other:?}: expected auto, cpu or cuda"),
+    };
+    let config = DistributedConfig {
+        backend: args.backend.clone(),
+        reduce_dtype: args.reduce_dtype.clone(),
+        bucket_mb: args.bucket_mb,
+        ..DistributedConfig::default()
+    };
+    let mut reducer = GradientAllReduce::new(dist, &config, device)?;
     if dist.is_root() {
         println!(
-            "all-reduce (sum, fp32) over {} rank(s), MPI on host buffers",
-            dist.size
+            "all-reduce (sum, fp32 buffer, reduced in {}) over {} rank(s) on {device:?}: {}",
+            args.reduce_dtype, dist.size, reducer.backend
         );
         println!(
             "{:>12} {:>12} {:>14} {:>14}",
@@ -38,16 +78,20 @@ pub fn run(args: &BenchAllreduceArgs) -> Result<()> {
     }
     let mut bytes = args.min_bytes.max(4);
     while bytes <= args.max_bytes {
-        let elements = (bytes / 4) as i64;
-        // A tensor with a gradient of the message size: the path the trainer takes.
-        let p = Tensor::zeros([elements], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-        p.sum(Kind::Float).backward();
-        let params = [p];
-        dist.all_reduce_gradients(&params);
+        let grad = Tensor::ones([(bytes / 4) as i64], (Kind::Float, device));
+        reducer.all_reduce(dist, &grad)?;
+        // Each rank contributed ones: every element must now be the rank count.
+        let (low, high) = (grad.min().double_value(&[]), grad.max().double_value(&[]));
+        if low != dist.size as f64 || high != dist.size as f64 {
+            anyhow::bail!(
+                "all-reduce of {bytes} bytes gave values in [{low}, {high}], expected {}",
+                dist.size
+            );
+        }
         dist.barrier();
         let started = Instant::now();
         for _ in 0..args.iterations {
-            dist.all_reduce_gradients(&params);
+            reducer.all_reduce(dist, &grad)?;
         }
         dist.barrier();
         let seconds = started.elapsed().as_secs_f64() / args.iterations as f64;
@@ -56,7 +100,7 @@ pub fn run(args: &BenchAllreduceArgs) -> Result<()> {
         let busbw = algbw * 2.0 * (n - 1.0) / n;
         if dist.is_root() {
             println!(
-                "{bytes:>12} {:>12.3} {algbw:>14.3} {busbw:>14.3}",
+                "{bytes:>12} {:>12.6} {algbw:>14.3} {busbw:>14.3}",
                 seconds * 1e3
             );
         }

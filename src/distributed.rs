@@ -9,8 +9,8 @@ use anyhow::Result;
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
-use mpi::traits::CommunicatorCollectives;
-use tch::{Kind, Tensor};
+use mpi::traits::{CommunicatorCollectives, Root};
+use tch::Tensor;
 
 pub struct Distributed {
     _universe: Universe,
@@ -18,6 +18,8 @@ pub struct Distributed {
     pub rank: usize,
     pub size: usize,
     pub local_rank: usize,
+    /// Ranks on this node.
+    pub local_size: usize,
 }
 
 impl Distributed {
@@ -26,13 +28,15 @@ impl Distributed {
             mpi::initialize().ok_or_else(|| anyhow::anyhow!("MPI was already initialised"))?;
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
-        let local_rank = world.split_shared(rank as i32).rank() as usize;
+        let node = world.split_shared(rank as i32);
+        let (local_rank, local_size) = (node.rank() as usize, node.size() as usize);
         Ok(Distributed {
             _universe: universe,
             world,
             rank,
             size,
             local_rank,
+            local_size,
         })
     }
 
@@ -50,44 +54,38 @@ impl Distributed {
             .all_reduce_into(&send[..], values, SystemOperation::sum());
     }
 
-    /// Sums the gradients of `params` across the ranks: one flat fp32 buffer, one
-    /// all-reduce (MPI on host memory; the GPU path goes through NCCL).
-    pub fn all_reduce_gradients(&self, params: &[Tensor]) {
+    /// The element-wise maximum of `values` across the ranks, in place.
+    pub fn all_reduce_max_f64(&self, values: &mut [f64]) {
         if self.size == 1 {
             return;
         }
-        let grads: Vec<Tensor> = params
-            .iter()
-            .map(|p| p.grad())
-            .filter(|g| g.defined())
-            .collect();
-        let flat = Tensor::cat(
-            &grads
-                .iter()
-                .map(|g| g.to_kind(Kind::Float).view(-1))
-                .collect::<Vec<_>>(),
-            0,
-        )
-        .to_device(tch::Device::Cpu);
-        let local: Vec<f32> = Vec::<f32>::try_from(&flat).expect("a flat f32 buffer");
+        let send = values.to_vec();
+        self.world
+            .all_reduce_into(&send[..], values, SystemOperation::max());
+    }
+
+    /// Sums the flat fp32 gradient buffer across the ranks, in place, over MPI (through
+    /// host memory when it lives on a GPU).
+    pub fn all_reduce_gradients(&self, grad: &Tensor) {
+        if self.size == 1 {
+            return;
+        }
+        let host = grad.to_device(tch::Device::Cpu).contiguous();
+        let local: Vec<f32> = Vec::<f32>::try_from(&host).expect("a flat f32 buffer");
         let mut summed = vec![0f32; local.len()];
         self.world
             .all_reduce_into(&local[..], &mut summed[..], SystemOperation::sum());
-        let summed = Tensor::from_slice(&summed);
-        let mut offset = 0i64;
         tch::no_grad(|| {
-            for g in &grads {
-                let n = g.numel() as i64;
-                let mut g = g.shallow_clone();
-                g.copy_(
-                    &summed
-                        .narrow(0, offset, n)
-                        .view(g.size().as_slice())
-                        .to_device(g.device()),
-                );
-                offset += n;
-            }
+            grad.shallow_clone()
+                .copy_(&Tensor::from_slice(&summed).to_device(grad.device()));
         });
+    }
+
+    /// Rank 0's `bytes` to every rank (NCCL's unique id).
+    pub fn broadcast_bytes(&self, bytes: &mut [u8]) {
+        if self.size > 1 {
+            self.world.process_at_rank(0).broadcast_into(bytes);
+        }
     }
 
     pub fn barrier(&self) {

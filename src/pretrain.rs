@@ -19,6 +19,8 @@ use crate::checkpoint::{self, TrainerState};
 use crate::corpus::{self, Corpus};
 use crate::data_loader::{self, Layout, Sampler, TensorBatch};
 use crate::distributed::Distributed;
+use crate::flat_parameters::FlatParameters;
+use crate::gradient_all_reduce::GradientAllReduce;
 use crate::hf_checkpoint;
 use crate::instances::{self, InstanceConfig, SpecialTokens};
 use crate::optimizer::{self, Optimizer};
@@ -206,9 +208,13 @@ fn train(
             println!("init: {} from {}", report.summary(), dir.display());
         }
     }
-    let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-    let params: Vec<Tensor> = variables.values().map(Tensor::shallow_clone).collect();
-    let mut optimizer = Optimizer::new(variables, &c.train);
+    // From here on the parameters and gradients live in flat buffers.
+    let flat = FlatParameters::new(vs.variables().into_iter().collect(), run.device);
+    let mut optimizer = Optimizer::new(flat, &c.train);
+    let mut reducer = GradientAllReduce::new(dist, &c.distributed, run.device)?;
+    if dist.is_root() {
+        println!("gradient all-reduce: {}", reducer.backend);
+    }
     let checkpoints = run.out.join("checkpoints");
     let mut start_step = 0;
     if let Some(from) = resume_point(&checkpoints, resume)? {
@@ -294,9 +300,15 @@ fn train(
         // Dropout draws are a function of (seed, step): a resumed run repeats them.
         tch::manual_seed(Rng::for_keys(&[c.train.seed, step]).next_u64() as i64 & i64::MAX);
         injected_failure(dist.rank, step + 1)?;
-        let metrics = train_step(&bert, dist, &params, &micro_batches, run.device);
+        let (metrics, grad_norm) = train_step(
+            &bert,
+            dist,
+            &mut reducer,
+            &optimizer,
+            &micro_batches,
+            run.device,
+        )?;
         let loss = metrics.loss;
-        let grad_norm = optimizer.grad_norm().double_value(&[]);
         if !loss.is_finite() || !grad_norm.is_finite() {
             let last = last_checkpoint
                 .as_ref()
@@ -411,17 +423,19 @@ fn batch_sums(bert: &Bert, b: &TensorBatch, device: Device, train: bool) -> crat
     )
 }
 
-/// One optimizer step's forward and backward passes over this rank's micro-batches. The
-/// losses are sums normalised by the masked positions and sequences of the whole global
-/// batch (all micro-batches, all ranks), so the summed gradients are those of one large
-/// batch; the returned metrics are global too.
+/// One optimizer step's forward and backward passes over this rank's micro-batches, the
+/// gradient all-reduce and the global gradient norm. The losses are sums normalised by the
+/// masked positions and sequences of the whole global batch (all micro-batches, all
+/// ranks), so the summed gradients are those of one large batch; the returned metrics are
+/// global too. The loss sums stay on the device until one read at the end of the step.
 fn train_step(
     bert: &Bert,
     dist: &Distributed,
-    params: &[Tensor],
+    reducer: &mut GradientAllReduce,
+    optimizer: &Optimizer,
     micro_batches: &[TensorBatch],
     device: Device,
-) -> StepMetrics {
+) -> Result<(StepMetrics, f64)> {
     let mut counts = [
         micro_batches.iter().map(|b| b.masked as f64).sum::<f64>(),
         micro_batches
@@ -431,23 +445,45 @@ fn train_step(
     ];
     dist.all_reduce_f64(&mut counts);
     let [masked, sequences] = counts;
-    let mut sums = [0f64; 5];
+    let mut device_sums: Option<Tensor> = None;
     for b in micro_batches {
         let s = batch_sums(bert, b, device, true);
         (&s.mlm / masked.max(1.0) + &s.nsp / sequences.max(1.0)).backward();
-        add_sums(&mut sums, &s, b);
+        let v = sums_tensor(&s);
+        device_sums = Some(match device_sums {
+            Some(acc) => acc + v,
+            None => v,
+        });
     }
-    dist.all_reduce_gradients(params);
+    reducer.all_reduce(dist, &optimizer.flat.grad)?;
+    let norm = optimizer.grad_norm().to_kind(tch::Kind::Double).view([1]);
+    let read = match device_sums {
+        Some(v) => Tensor::cat(&[v, norm], 0),
+        None => Tensor::cat(&[Tensor::zeros([4], (tch::Kind::Double, device)), norm], 0),
+    };
+    let read = Vec::<f64>::try_from(read.to_device(Device::Cpu)).expect("five f64 values");
+    let tokens = micro_batches.iter().map(|b| b.tokens as f64).sum::<f64>();
+    let mut sums = [read[0], read[1], read[2], read[3], tokens];
     dist.all_reduce_f64(&mut sums);
-    metrics(&sums, masked, sequences)
+    Ok((metrics(&sums, masked, sequences), read[4]))
 }
 
-/// Accumulates [mlm loss sum, nsp loss sum, mlm correct, nsp correct, tokens].
+/// [mlm loss sum, nsp loss sum, mlm correct, nsp correct] as one f64 device tensor.
+fn sums_tensor(s: &crate::bert::Losses) -> Tensor {
+    let f = |t: &Tensor| t.detach().to_kind(tch::Kind::Double).view([1]);
+    Tensor::cat(
+        &[f(&s.mlm), f(&s.nsp), f(&s.mlm_correct), f(&s.nsp_correct)],
+        0,
+    )
+}
+
+/// Accumulates [mlm loss sum, nsp loss sum, mlm correct, nsp correct, tokens] on the host
+/// (evaluation).
 fn add_sums(sums: &mut [f64; 5], s: &crate::bert::Losses, b: &TensorBatch) {
-    sums[0] += s.mlm.double_value(&[]);
-    sums[1] += s.nsp.double_value(&[]);
-    sums[2] += s.mlm_correct.double_value(&[]);
-    sums[3] += s.nsp_correct.double_value(&[]);
+    let v = Vec::<f64>::try_from(sums_tensor(s).to_device(Device::Cpu)).expect("four f64 values");
+    for (acc, x) in sums.iter_mut().zip(v) {
+        *acc += x;
+    }
     sums[4] += b.tokens as f64;
 }
 

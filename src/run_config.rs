@@ -17,6 +17,8 @@ pub struct RunConfig {
     pub checkpoint: CheckpointConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub distributed: DistributedConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +135,35 @@ pub struct LogConfig {
     pub eval_batches: u64,
 }
 
+/// How the ranks of `mpirun -np N` sum their gradients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// "auto" (NCCL when every rank has a GPU of its own, MPI otherwise), "nccl" or "mpi".
+    #[serde(default = "auto")]
+    pub backend: String,
+    /// NCCL all-reduces the flat gradient buffer in buckets of this many MiB (of fp32).
+    #[serde(default = "d64u")]
+    pub bucket_mb: u64,
+    /// "fp32" or "bf16": the dtype NCCL sums the gradients in (bf16 halves the traffic).
+    #[serde(default = "fp32")]
+    pub reduce_dtype: String,
+    /// Seconds a gradient all-reduce may take before the job is ended as hung.
+    #[serde(default = "d300u")]
+    pub timeout_s: u64,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        DistributedConfig {
+            backend: auto(),
+            bucket_mb: 64,
+            reduce_dtype: fp32(),
+            timeout_s: 300,
+        }
+    }
+}
+
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
@@ -212,6 +243,15 @@ fn linear() -> String {
 fn auto() -> String {
     "auto".into()
 }
+fn fp32() -> String {
+    "fp32".into()
+}
+fn d64u() -> u64 {
+    64
+}
+fn d300u() -> u64 {
+    300
+}
 fn stop() -> String {
     "stop".into()
 }
@@ -262,6 +302,22 @@ impl RunConfig {
         }
         if t.micro_batch_size == 0 || t.grad_accumulation == 0 {
             bail!("train.micro_batch_size and train.grad_accumulation must be at least 1");
+        }
+        let d = &self.distributed;
+        if !matches!(d.backend.as_str(), "auto" | "nccl" | "mpi") {
+            bail!(
+                "distributed.backend {:?}: expected auto, nccl or mpi",
+                d.backend
+            );
+        }
+        if !matches!(d.reduce_dtype.as_str(), "fp32" | "bf16") {
+            bail!(
+                "distributed.reduce_dtype {:?}: expected fp32 or bf16",
+                d.reduce_dtype
+            );
+        }
+        if d.bucket_mb == 0 || d.timeout_s == 0 {
+            bail!("distributed.bucket_mb and distributed.timeout_s must be at least 1");
         }
         if self.data.max_seq_len < 8 {
             bail!("data.max_seq_len {} is too short", self.data.max_seq_len);

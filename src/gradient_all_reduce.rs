@@ -1,0 +1,314 @@
+//! The gradient all-reduce of data parallelism, once per optimizer step after
+//! accumulation, over the flat gradient buffer (see `FlatParameters`).
+//!
+//! - NCCL on GPU ranks: a communicator bootstrapped by broadcasting rank 0's unique id over
+//!   MPI (as Horovod and llm.c do); the buffer is summed in buckets on a stream of our own,
+//!   ordered against torch's stream by events, optionally in bf16; a watchdog polls NCCL's
+//!   asynchronous errors and ends a collective that outlives `distributed.timeout_s`.
+//! - MPI on CPU ranks, and on GPU ranks that share a GPU (NCCL refuses two ranks on one
+//!   device): the buffer through host memory.
+//!
+//! The gradients are already normalised by the global batch, so a plain sum is the
+//! gradient of one large batch.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::cuda_runtime::{CudaRuntime, Event, Stream, DEFAULT_STREAM};
+use crate::distributed::Distributed;
+use crate::nccl::{Comm, DataType, Nccl, UniqueId};
+use crate::run_config::DistributedConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend {
+    /// One rank: nothing to sum.
+    Single,
+    Mpi,
+    Nccl,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Single => "none (one rank)",
+            Backend::Mpi => "MPI (host buffers)",
+            Backend::Nccl => "NCCL",
+        })
+    }
+}
+
+/// What the choice depends on, gathered from every rank.
+#[derive(Debug, Clone, Copy)]
+pub struct Topology {
+    pub world_size: usize,
+    /// The most ranks on any one node, and the fewest GPUs on any one node.
+    pub max_ranks_per_node: usize,
+    pub min_gpus_per_node: usize,
+    /// Whether every rank could load libnccl.so.2.
+    pub nccl_everywhere: bool,
+}
+
+/// The backend for `requested` ("auto", "nccl" or "mpi").
+pub fn choose(requested: &str, topology: &Topology) -> Result<Backend> {
+    let t = topology;
+    let gpus = t.min_gpus_per_node > 0;
+    match requested {
+        "nccl" if !gpus => bail!("distributed.backend = nccl needs a GPU on every rank"),
+        "nccl" if !t.nccl_everywhere => {
+            bail!("distributed.backend = nccl: libnccl.so.2 could not be loaded on every rank (biobert doctor says why)")
+        }
+        // Forced NCCL runs even with one rank, so that the path can be checked alone.
+        "nccl" => Ok(Backend::Nccl),
+        _ if t.world_size == 1 => Ok(Backend::Single),
+        "mpi" => Ok(Backend::Mpi),
+        _ if gpus && t.max_ranks_per_node <= t.min_gpus_per_node && t.nccl_everywhere => {
+            Ok(Backend::Nccl)
+        }
+        _ => Ok(Backend::Mpi),
+    }
+}
+
+pub struct GradientAllReduce {
+    pub backend: Backend,
+    nccl: Option<NcclReducer>,
+}
+
+impl GradientAllReduce {
+    /// Agrees on a backend across the ranks and, for NCCL, builds the communicator.
+    /// Collective: every rank must call it.
+    pub fn new(
+        dist: &Distributed,
+        config: &DistributedConfig,
+        device: Device,
+    ) -> Result<GradientAllReduce> {
+        let gpus = tch::Cuda::device_count() as usize;
+        let nccl = match device {
+            Device::Cuda(_) => Nccl::open(crate::torch_runtime::loaded_torch_lib_dir().as_deref()),
+            _ => Err("a CPU rank".to_string()),
+        };
+        let mut facts = [
+            dist.local_size as f64,
+            -(gpus as f64),
+            f64::from(u8::from(nccl.is_err())),
+        ];
+        dist.all_reduce_max_f64(&mut facts);
+        let topology = Topology {
+            world_size: dist.size,
+            max_ranks_per_node: facts[0] as usize,
+            min_gpus_per_node: (-facts[1]) as usize,
+            nccl_everywhere: facts[2] == 0.0,
+        };
+        let backend = choose(&config.backend, &topology)?;
+        let nccl = match (backend, nccl, device) {
+            (Backend::Nccl, Ok(lib), Device::Cuda(gpu)) => {
+                Some(NcclReducer::new(dist, lib, gpu, config)?)
+            }
+            (Backend::Nccl, Err(e), _) => bail!("NCCL: {e}"),
+            _ => None,
+        };
+        Ok(GradientAllReduce { backend, nccl })
+    }
+
+    /// Sums `grad` (the flat fp32 gradient buffer) across the ranks, in place.
+    pub fn all_reduce(&mut self, dist: &Distributed, grad: &Tensor) -> Result<()> {
+        match (&mut self.nccl, self.backend) {
+            (Some(nccl), _) => nccl.all_reduce(grad),
+            (None, Backend::Mpi) => {
+                dist.all_reduce_gradients(grad);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+struct NcclReducer {
+    nccl: Nccl,
+    cuda: CudaRuntime,
+    comm: Comm,
+    stream: Stream,
+    /// Recorded on torch's stream when the gradients are complete.
+    ready: Event,
+    /// Recorded on our stream when the sums are complete.
+    done: Event,
+    bucket_elements: i64,
+    dtype: DataType,
+    /// The bf16 copy of the gradients that NCCL sums when reducing in bf16.
+    scratch: Option<Tensor>,
+    timeout: Duration,
+}
+
+impl NcclReducer {
+    fn new(
+        dist: &Distributed,
+        nccl: Nccl,
+        gpu: usize,
+        config: &DistributedConfig,
+    ) -> Result<NcclReducer> {
+        let torch_dir = crate::torch_runtime::loaded_torch_lib_dir();
+        let cuda = CudaRuntime::open(torch_dir.as_deref()).map_err(anyhow::Error::msg)?;
+        // NCCL binds the communicator to the current device; torch restores it after
+        // each operation, so setting it once holds.
+        cuda.set_device(gpu).map_err(anyhow::Error::msg)?;
+        let mut id = UniqueId { internal: [0; 128] };
+        if dist.is_root() {
+            id = nccl.unique_id().map_err(anyhow::Error::msg)?;
+        }
+        dist.broadcast_bytes(&mut id.internal);
+        let comm = nccl
+            .init_rank(dist.size, id, dist.rank)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| {
+                format!(
+                    "rank {} joining the NCCL communicator on cuda:{gpu}",
+                    dist.rank
+                )
+            })?;
+        let dtype = match config.reduce_dtype.as_str() {
+            "bf16" => DataType::BFloat16,
+            _ => DataType::Float32,
+        };
+        let events = (|| {
+            Ok::<_, String>((
+                cuda.create_stream()?,
+                cuda.create_event()?,
+                cuda.create_event()?,
+            ))
+        })();
+        let (stream, ready, done) = events.map_err(anyhow::Error::msg)?;
+        Ok(NcclReducer {
+            scratch: None,
+            bucket_elements: (config.bucket_mb as i64 * (1 << 20) / 4).max(1),
+            nccl,
+            cuda,
+            comm,
+            stream,
+            ready,
+            done,
+            dtype,
+            timeout: Duration::from_secs(config.timeout_s),
+        })
+    }
+
+    fn all_reduce(&mut self, grad: &Tensor) -> Result<()> {
+        if self.dtype == DataType::BFloat16 {
+            let fits = self
+                .scratch
+                .as_ref()
+                .is_some_and(|s| s.numel() == grad.numel());
+            if !fits {
+                self.scratch = Some(grad.zeros_like().to_kind(Kind::BFloat16));
+            }
+            let scratch = self.scratch.as_mut().expect("allocated above");
+            tch::no_grad(|| scratch.copy_(grad));
+        }
+        let buffer = self.scratch.as_ref().unwrap_or(grad);
+        self.launch(buffer).map_err(anyhow::Error::msg)?;
+        self.watch()?;
+        if let Some(scratch) = &self.scratch {
+            tch::no_grad(|| grad.shallow_clone().copy_(scratch));
+        }
+        Ok(())
+    }
+
+    /// Queues the bucketed sums on our stream, after torch's pending work, and makes
+    /// torch's stream wait for them.
+    fn launch(&self, buffer: &Tensor) -> Result<(), String> {
+        let (c, n) = (&self.cuda, &self.nccl);
+        c.record(self.ready, DEFAULT_STREAM)?;
+        c.wait(self.stream, self.ready)?;
+        let total = buffer.numel() as i64;
+        let element_size = buffer.kind().elt_size_in_bytes() as i64;
+        let base = buffer.data_ptr() as *mut u8;
+        n.group_start()?;
+        let mut offset = 0i64;
+        while offset < total {
+            let count = self.bucket_elements.min(total - offset);
+            // SAFETY: offset + count lies inside the contiguous buffer.
+            let start = unsafe { base.offset((offset * element_size) as isize) };
+            n.all_reduce_sum(
+                start.cast(),
+                count as usize,
+                self.dtype,
+                self.comm,
+                self.stream,
+            )?;
+            offset += count;
+        }
+        n.group_end()?;
+        c.record(self.done, self.stream)?;
+        c.wait(DEFAULT_STREAM, self.done)
+    }
+
+    /// Waits for the sums while checking NCCL's asynchronous errors; a failed or hung
+    /// collective aborts the communicator (unblocking the GPU) and is an error.
+    fn watch(&self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Err(e) = self.nccl.async_error(self.comm) {
+                self.nccl.abort(self.comm);
+                bail!("gradient all-reduce: {e}");
+            }
+            if self.cuda.is_done(self.done).map_err(anyhow::Error::msg)? {
+                return Ok(());
+            }
+            if started.elapsed() > self.timeout {
+                self.nccl.abort(self.comm);
+                bail!(
+                    "gradient all-reduce did not finish in {} s (distributed.timeout_s): a rank is gone or stuck",
+                    self.timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+impl Drop for NcclReducer {
+    fn drop(&mut self) {
+        self.nccl.destroy(self.comm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(world_size: usize, ranks: usize, gpus: usize, nccl: bool) -> Topology {
+        Topology {
+            world_size,
+            max_ranks_per_node: ranks,
+            min_gpus_per_node: gpus,
+            nccl_everywhere: nccl,
+        }
+    }
+
+    #[test]
+    fn auto_takes_nccl_only_with_a_gpu_per_rank() {
+        let auto = |t| choose("auto", &t).unwrap();
+        assert_eq!(auto(topology(1, 1, 1, true)), Backend::Single);
+        assert_eq!(auto(topology(8, 4, 4, true)), Backend::Nccl);
+        // Two ranks sharing one GPU: NCCL would refuse ("Duplicate GPU detected").
+        assert_eq!(auto(topology(2, 2, 1, true)), Backend::Mpi);
+        assert_eq!(auto(topology(4, 4, 4, false)), Backend::Mpi);
+        assert_eq!(auto(topology(2, 2, 0, false)), Backend::Mpi);
+    }
+
+    #[test]
+    fn overrides_are_obeyed_or_refused() {
+        assert_eq!(
+            choose("nccl", &topology(1, 1, 1, true)).unwrap(),
+            Backend::Nccl
+        );
+        assert_eq!(
+            choose("mpi", &topology(4, 4, 4, true)).unwrap(),
+            Backend::Mpi
+        );
+        let err = choose("nccl", &topology(2, 2, 0, false)).unwrap_err();
+        assert!(err.to_string().contains("needs a GPU"), "{err}");
+        let err = choose("nccl", &topology(2, 1, 1, false)).unwrap_err();
+        assert!(err.to_string().contains("libnccl.so.2"), "{err}");
+    }
+}
