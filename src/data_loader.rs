@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use crate::corpus::Corpus;
 use crate::instances::{self, Example, Instance, InstanceConfig, SpecialTokens};
@@ -37,6 +37,35 @@ pub struct TensorBatch {
     pub sequences: i64,
     /// Positions with an MLM label.
     pub masked: i64,
+}
+
+impl TensorBatch {
+    fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> TensorBatch {
+        TensorBatch {
+            input_ids: f(&self.input_ids),
+            token_type_ids: f(&self.token_type_ids),
+            attention_mask: f(&self.attention_mask),
+            mlm_labels: f(&self.mlm_labels),
+            nsp_labels: f(&self.nsp_labels),
+            tokens: self.tokens,
+            sequences: self.sequences,
+            masked: self.masked,
+        }
+    }
+
+    /// The batch in page-locked host memory, for asynchronous copies to `device`.
+    pub fn pinned(&self, device: Device) -> TensorBatch {
+        self.map(|t| t.pin_memory(device))
+    }
+
+    /// The batch on `device`; from pinned memory the copies do not block the host (torch's
+    /// host allocator keeps the pinned block until the copy is done).
+    pub fn to_device(&self, device: Device) -> TensorBatch {
+        self.map(|t| {
+            let non_blocking = matches!(device, Device::Cuda(_)) && t.is_pinned(device);
+            t.to_device_(device, t.kind(), non_blocking, false)
+        })
+    }
 }
 
 impl Sampler {
@@ -178,13 +207,16 @@ impl Layout {
     }
 }
 
-/// Prepares each step's micro-batches on a background thread, `depth` steps ahead.
+/// Prepares each step's micro-batches on a background thread, `depth` steps ahead. For a
+/// GPU, the batches come in page-locked (pinned) memory, so that the copies to the device
+/// can be asynchronous (`TensorBatch::to_device`).
 pub fn prefetch(
     mut sampler: Sampler,
     layout: Layout,
     first_step: u64,
     last_step: u64,
     depth: usize,
+    device: Device,
 ) -> Receiver<Vec<TensorBatch>> {
     let (tx, rx) = bounded(depth.max(1));
     std::thread::spawn(move || {
@@ -195,7 +227,11 @@ pub fn prefetch(
                         .samples(step, m)
                         .map(|s| sampler.example(s))
                         .collect();
-                    collate(&examples)
+                    let batch = collate(&examples);
+                    match device {
+                        Device::Cuda(_) => batch.pinned(device),
+                        _ => batch,
+                    }
                 })
                 .collect();
             if tx.send(batches).is_err() {

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod embed;
 pub mod export;
 pub mod flat_parameters;
+pub mod flops;
 pub mod gradient_all_reduce;
 pub mod hf_checkpoint;
 pub mod instances;

@@ -20,6 +20,7 @@ use crate::corpus::{self, Corpus};
 use crate::data_loader::{self, Layout, Sampler, TensorBatch};
 use crate::distributed::Distributed;
 use crate::flat_parameters::FlatParameters;
+use crate::flops;
 use crate::gradient_all_reduce::GradientAllReduce;
 use crate::hf_checkpoint;
 use crate::instances::{self, InstanceConfig, SpecialTokens};
@@ -267,11 +268,20 @@ fn train(
         special.clone(),
     );
     let mut heldout = Sampler::new(run.corpus.clone(), heldout_docs, instance_config, special);
-    let batches = data_loader::prefetch(sampler, layout, start_step, c.train.max_steps, 4);
+    let batches = data_loader::prefetch(
+        sampler,
+        layout,
+        start_step,
+        c.train.max_steps,
+        4,
+        run.device,
+    );
     install_signal_handlers();
-    let mut logger = dist
-        .is_root()
-        .then(|| Logger::new(&run.out, c.train.max_steps, start_step));
+    let mut logger = dist.is_root().then(|| {
+        let flops = flops::per_token(&run.bert_config, c.data.max_seq_len);
+        let peak = peak_tflops(c, run.device, bert.compute == tch::Kind::BFloat16);
+        Logger::new(&run.out, c.train.max_steps, start_step, flops, peak)
+    });
     let mut last_checkpoint: Option<PathBuf> = None;
     let save = |step: u64, optimizer: &Optimizer| -> Result<PathBuf> {
         let state = TrainerState {
@@ -330,7 +340,7 @@ fn train(
         optimizer.zero_grad();
         step += 1;
         if let Some(logger) = &mut logger {
-            logger.record(step, &metrics, lr, grad_norm, &run.bert_config);
+            logger.record(&metrics, lr, grad_norm);
             if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
                 logger.flush(step);
             }
@@ -407,20 +417,13 @@ pub struct StepMetrics {
 
 /// The loss sums of one batch (see `Bert::pretraining_sums`) on `device`.
 fn batch_sums(bert: &Bert, b: &TensorBatch, device: Device, train: bool) -> crate::bert::Losses {
-    let ids = b.input_ids.to_device(device);
-    let types = b.token_type_ids.to_device(device);
-    let mask = b.attention_mask.to_device(device);
+    let b = b.to_device(device);
     let batch = Batch {
-        input_ids: &ids,
-        token_type_ids: &types,
-        attention_mask: &mask,
+        input_ids: &b.input_ids,
+        token_type_ids: &b.token_type_ids,
+        attention_mask: &b.attention_mask,
     };
-    bert.pretraining_sums(
-        &batch,
-        &b.mlm_labels.to_device(device),
-        &b.nsp_labels.to_device(device),
-        train,
-    )
+    bert.pretraining_sums(&batch, &b.mlm_labels, &b.nsp_labels, train)
 }
 
 /// One optimizer step's forward and backward passes over this rank's micro-batches, the
@@ -548,10 +551,17 @@ struct Logger {
     start_step: u64,
     max_steps: u64,
     flops_per_token: f64,
+    peak_tflops: Option<f64>,
 }
 
 impl Logger {
-    fn new(out: &Path, max_steps: u64, start_step: u64) -> Logger {
+    fn new(
+        out: &Path,
+        max_steps: u64,
+        start_step: u64,
+        flops_per_token: f64,
+        peak_tflops: Option<f64>,
+    ) -> Logger {
         let jsonl = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -568,18 +578,12 @@ impl Logger {
             started: Instant::now(),
             start_step,
             max_steps,
-            flops_per_token: 0.0,
+            flops_per_token,
+            peak_tflops,
         }
     }
 
-    fn record(
-        &mut self,
-        _step: u64,
-        m: &StepMetrics,
-        lr: f64,
-        grad_norm: f64,
-        config: &BertConfig,
-    ) {
+    fn record(&mut self, m: &StepMetrics, lr: f64, grad_norm: f64) {
         let s = &mut self.sum;
         s.loss += m.loss;
         s.mlm_loss += m.mlm_loss;
@@ -592,7 +596,6 @@ impl Logger {
         self.lr = lr;
         self.grad_norm = grad_norm;
         self.steps += 1;
-        self.flops_per_token = flops_per_token(config);
     }
 
     fn flush(&mut self, step: u64) {
@@ -604,7 +607,8 @@ impl Logger {
         let seconds = self.since.elapsed().as_secs_f64().max(1e-9);
         let seq_per_s = s.sequences / seconds;
         let tokens_per_s = s.tokens / seconds;
-        let scalars = [
+        let tflops = tokens_per_s * self.flops_per_token / 1e12;
+        let mut scalars = vec![
             ("train/loss", s.loss / n),
             ("train/mlm_loss", s.mlm_loss / n),
             ("train/nsp_loss", s.nsp_loss / n),
@@ -614,9 +618,12 @@ impl Logger {
             ("train/grad_norm", self.grad_norm),
             ("perf/seq_per_s", seq_per_s),
             ("perf/tokens_per_s", tokens_per_s),
-            ("perf/tflops", tokens_per_s * self.flops_per_token / 1e12),
+            ("perf/tflops", tflops),
         ];
-        for (tag, value) in scalars {
+        if let Some(peak) = self.peak_tflops {
+            scalars.push(("perf/mfu", tflops / peak));
+        }
+        for &(tag, value) in &scalars {
             self.writer.add_scalar(tag, value as f32, step as usize);
         }
         self.writer.flush();
@@ -624,8 +631,12 @@ impl Logger {
         let done = (step - self.start_step) as f64;
         let eta =
             self.started.elapsed().as_secs_f64() / done.max(1.0) * (self.max_steps - step) as f64;
+        let mfu = self
+            .peak_tflops
+            .map(|peak| format!(" | MFU {:.1}%", 100.0 * tflops / peak))
+            .unwrap_or_default();
         println!(
-            "step {step}/{} loss {:.4} (mlm {:.4}, nsp {:.4}) mlm_acc {:.4} lr {:.3e} grad_norm {:.3} | {:.1} seq/s | ETA {}",
+            "step {step}/{} loss {:.4} (mlm {:.4}, nsp {:.4}) mlm_acc {:.4} lr {:.3e} grad_norm {:.3} | {:.1} seq/s{mfu} | ETA {}",
             self.max_steps,
             s.loss / n,
             s.mlm_loss / n,
@@ -673,14 +684,17 @@ impl Logger {
     }
 }
 
-/// Training FLOPs per token: 6 per parameter in the encoder's matrices (forward and
-/// backward), plus attention's 12·layers·hidden·seq (the score and context matmuls), with
-/// seq taken as 128 when unknown; the MLM head on masked positions only is left out.
-pub fn flops_per_token(c: &BertConfig) -> f64 {
-    let h = c.hidden_size as f64;
-    let per_layer = 4.0 * h * h + 2.0 * h * c.intermediate_size as f64;
-    let n = c.num_hidden_layers as f64 * per_layer;
-    6.0 * n + 12.0 * c.num_hidden_layers as f64 * h * 128.0
+/// The dense peak for perf/mfu: log.peak_tflops, or the GPU's data-sheet figure.
+fn peak_tflops(c: &RunConfig, device: Device, bf16: bool) -> Option<f64> {
+    if c.log.peak_tflops > 0.0 {
+        return Some(c.log.peak_tflops);
+    }
+    let Device::Cuda(i) = device else { return None };
+    let devices = crate::cuda_driver::CudaDriver::open()
+        .ok()?
+        .devices()
+        .ok()?;
+    flops::peak_tflops(&devices.get(i)?.name, bf16)
 }
 
 fn format_duration(seconds: f64) -> String {

@@ -133,6 +133,10 @@ pub struct LogConfig {
     pub eval_every: u64,
     #[serde(default = "d10u")]
     pub eval_batches: u64,
+    /// The accelerator's dense peak in TFLOP/s for perf/mfu (0: from the GPU's name, see
+    /// src/flops.rs; no perf/mfu when unknown, e.g. on CPUs).
+    #[serde(default)]
+    pub peak_tflops: f64,
 }
 
 /// How the ranks of `mpirun -np N` sum their gradients.
@@ -179,6 +183,7 @@ impl Default for LogConfig {
             every: 10,
             eval_every: 1000,
             eval_batches: 10,
+            peak_tflops: 0.0,
         }
     }
 }

@@ -176,6 +176,9 @@ fn tensorboard_reads_the_scalars_the_console_logged() {
             "log.every=5",
             "--set",
             "log.eval_every=10",
+            // A CPU has no data-sheet peak: name one, so that perf/mfu is logged.
+            "--set",
+            "log.peak_tflops=0.5",
         ],
     ));
     let console: Vec<String> = String::from_utf8_lossy(&result.stdout)
@@ -204,11 +207,20 @@ fn tensorboard_reads_the_scalars_the_console_logged() {
         "train/grad_norm",
         "perf/seq_per_s",
         "perf/tokens_per_s",
+        "perf/tflops",
+        "perf/mfu",
         "eval/loss",
         "eval/mlm_accuracy",
     ] {
         assert!(scalars[tag].is_array(), "{tag} missing from TensorBoard");
     }
+    // MFU = achieved TFLOP/s over the named peak.
+    let (tflops, mfu) = (&scalars["perf/tflops"][0][1], &scalars["perf/mfu"][0][1]);
+    let (tflops, mfu) = (tflops.as_f64().unwrap(), mfu.as_f64().unwrap());
+    assert!(
+        tflops > 0.0 && (mfu - tflops / 0.5).abs() <= 1e-6 * mfu.max(1.0),
+        "{tflops} {mfu}"
+    );
     let losses = scalars["train/loss"].as_array().unwrap();
     assert_eq!(losses.len(), 4);
     for (line, point) in console.iter().zip(losses) {
