@@ -49,6 +49,15 @@ pub struct EmbedArgs {
     /// cpu, cuda, cuda:N, or auto (the first GPU when there is one).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// fp32, or bf16 matrix products (faster on GPUs; LayerNorm and outputs stay fp32).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Precision {
+    Fp32,
+    Bf16,
 }
 
 pub fn parse_device(spec: &str) -> Result<Device> {
@@ -67,7 +76,10 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let config = hf_checkpoint::read_config(&args.model)?;
     let vs = VarStore::new(Device::Cpu);
-    let bert = Bert::new(&vs.root(), &config);
+    let mut bert = Bert::new(&vs.root(), &config);
+    if args.precision == Precision::Bf16 {
+        bert.compute = tch::Kind::BFloat16;
+    }
     let (_, report) = hf_checkpoint::load_folder(&vs, &args.model)?;
     if report.missing.iter().any(|m| m.starts_with("bert.")) {
         bail!(

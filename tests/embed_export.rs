@@ -53,6 +53,33 @@ fn embed_matches_transformers_on_a_real_pretrained_bert() {
     }
 }
 
+/// bf16 matrix products stay within 1e-2 relative error (Frobenius) of transformers' fp32.
+#[test]
+fn embed_in_bf16_follows_fp32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("features.safetensors");
+    run_ok(
+        biobert()
+            .arg("embed")
+            .arg("--model")
+            .arg(minilm_dir())
+            .arg("--input")
+            .arg(fixtures().join("embed_sentences.txt"))
+            .arg("--output")
+            .arg(&out)
+            .args(["--device", "cpu", "--precision", "bf16"]),
+    );
+    let (ours, theirs) = (
+        read(&out),
+        read(&fixtures().join("embed_expected.safetensors")),
+    );
+    let (a, b) = (&ours["layer.-1"], &theirs["layer.-1"]);
+    let relative = (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
+    assert!(relative < 1e-2, "bf16 vs fp32: relative error {relative}");
+    // And it is really bf16: not bit-equal to fp32.
+    assert!(relative > 1e-6, "bf16 output equals fp32 ({relative})");
+}
+
 #[test]
 fn embed_writes_extract_features_json_lines() {
     let tmp = tempfile::tempdir().unwrap();
