@@ -199,6 +199,20 @@ impl Bert {
             .linear(&l.ws.to_kind(c), l.bs.as_ref().map(|b| b.to_kind(c)))
     }
 
+    /// Several linear layers over the same input as one product, outputs concatenated.
+    fn lin_fused(&self, layers: &[&nn::Linear], x: &Tensor) -> Tensor {
+        let c = self.compute;
+        let weights: Vec<Tensor> = layers.iter().map(|l| l.ws.to_kind(c)).collect();
+        let biases: Option<Vec<Tensor>> = layers
+            .iter()
+            .map(|l| l.bs.as_ref().map(|b| b.to_kind(c)))
+            .collect();
+        x.to_kind(c).linear(
+            &Tensor::cat(&weights, 0),
+            biases.map(|b| Tensor::cat(&b, 0)),
+        )
+    }
+
     /// LayerNorm, always in fp32.
     fn norm(&self, n: &nn::LayerNorm, x: &Tensor) -> Tensor {
         if self.compute == Kind::Float {
@@ -246,12 +260,13 @@ impl Bert {
         let c = &self.config;
         let (b, t, h) = x.size3().expect("[batch, seq, hidden]");
         let (heads, dim) = (c.num_attention_heads, c.head_dim());
-        let split = |y: Tensor| y.view([b, t, heads, dim]).transpose(1, 2);
-        let (q, k, v) = (
-            split(self.lin(&l.query, x)),
-            split(self.lin(&l.key, x)),
-            split(self.lin(&l.value, x)),
-        );
+        // One fused QKV product instead of three (the weights stay separate tensors under
+        // their Hugging Face names; autograd splits the gradient back).
+        let qkv = self
+            .lin_fused(&[&l.query, &l.key, &l.value], x)
+            .view([b, t, 3, heads, dim])
+            .permute([2, 0, 3, 1, 4]);
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let dropout = if train {
             c.attention_probs_dropout_prob
         } else {

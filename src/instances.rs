@@ -11,6 +11,8 @@
 //! sample index): the data order and every mask are a function of the config alone,
 //! whatever the number of ranks and however often the run restarts.
 
+use rayon::prelude::*;
+
 use crate::corpus::Corpus;
 use crate::rng::Rng;
 
@@ -98,11 +100,19 @@ pub fn epoch_instances(
     config: &InstanceConfig,
     epoch: u64,
 ) -> Vec<Instance> {
-    let mut out = Vec::new();
-    for (k, &d) in documents.iter().enumerate() {
-        let mut rng = Rng::for_keys(&[config.seed, KEY_DOCUMENT, epoch, d]);
-        document_instances(corpus, documents, k, config, &mut rng, &mut out);
-    }
+    // Each document draws from its own stream, so documents are built in parallel and
+    // the result (collected in document order) does not depend on the thread count.
+    let per_document: Vec<Vec<Instance>> = documents
+        .par_iter()
+        .enumerate()
+        .map(|(k, &d)| {
+            let mut rng = Rng::for_keys(&[config.seed, KEY_DOCUMENT, epoch, d]);
+            let mut out = Vec::new();
+            document_instances(corpus, documents, k, config, &mut rng, &mut out);
+            out
+        })
+        .collect();
+    let mut out = per_document.concat();
     Rng::for_keys(&[config.seed, KEY_ORDER, epoch]).shuffle(&mut out);
     out
 }

@@ -139,6 +139,68 @@ fn a_failing_rank_ends_the_job_with_its_message() {
     );
 }
 
+/// The pid of the `biobert-core` process of MPI rank `rank` whose command line mentions
+/// `marker` (its --out folder), from /proc.
+fn rank_pid(rank: usize, marker: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains("biobert-core") || !cmdline.contains(marker) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+        if environ.split(|&b| b == 0).any(|v| v == wanted.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// A rank killed with SIGKILL mid-run (a lost node, the OOM killer): the job ends within
+/// 60 s, non-zero, and the output says which rank died.
+#[test]
+fn a_killed_rank_ends_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("killed-run");
+    let job = mpirun(2)
+        .arg(biobert_path())
+        .args(args(&run, 4, 100_000))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way (rank 0 has logged a step).
+    let waited = Instant::now();
+    while !run.join("log.jsonl").is_file() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "the job never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let marker = run.display().to_string();
+    let pid = rank_pid(1, &marker).expect("rank 1's process");
+    // SAFETY: kill(2) on a pid we just found; a stale pid only makes the test fail.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let out = job.wait_with_output().unwrap();
+    assert!(
+        killed.elapsed() < Duration::from_secs(60),
+        "the job outlived its killed rank by {:?}",
+        killed.elapsed()
+    );
+    assert!(!out.status.success());
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("rank 1") && text.contains("signal 9"),
+        "no word of the killed rank: {text}"
+    );
+}
+
 #[test]
 fn bench_allreduce_reports_bus_bandwidth_per_size() {
     let out = run_ok(mpirun(2).arg(biobert_path()).args([
