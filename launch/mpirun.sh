@@ -25,7 +25,8 @@ if [ -n "${HOSTFILE:-}" ]; then
   args+=(--hostfile "$HOSTFILE")
 fi
 # Open MPI starts remote ranks with a bare environment: forward what the binary needs.
-for var in BIOBERT_TORCH LD_LIBRARY_PATH PATH NCCL_DEBUG NCCL_SOCKET_IFNAME NCCL_IB_HCA CUDA_VISIBLE_DEVICES; do
+for var in BIOBERT_TORCH LD_LIBRARY_PATH PATH NCCL_LIBRARY_PATH NCCL_DEBUG NCCL_SOCKET_IFNAME \
+  NCCL_IB_HCA NCCL_IB_DISABLE CUDA_VISIBLE_DEVICES; do
   if [ -n "${!var:-}" ]; then args+=(-x "$var"); fi
 done
 if [ "$(id -u)" -eq 0 ]; then args+=(--allow-run-as-root); fi

@@ -244,18 +244,18 @@ impl NcclReducer {
 
     /// Waits for the sums while checking NCCL's asynchronous errors; a failed or hung
     /// collective aborts the communicator (unblocking the GPU) and is an error.
-    fn watch(&self) -> Result<()> {
+    fn watch(&mut self) -> Result<()> {
         let started = Instant::now();
         loop {
             if let Err(e) = self.nccl.async_error(self.comm) {
-                self.nccl.abort(self.comm);
+                self.abort();
                 bail!("gradient all-reduce: {e}");
             }
             if self.cuda.is_done(self.done).map_err(anyhow::Error::msg)? {
                 return Ok(());
             }
             if started.elapsed() > self.timeout {
-                self.nccl.abort(self.comm);
+                self.abort();
                 bail!(
                     "gradient all-reduce did not finish in {} s (distributed.timeout_s): a rank is gone or stuck",
                     self.timeout.as_secs()
@@ -266,9 +266,21 @@ impl NcclReducer {
     }
 }
 
+impl NcclReducer {
+    /// Aborts the communicator (which frees it) once.
+    fn abort(&mut self) {
+        if !self.comm.is_null() {
+            self.nccl.abort(self.comm);
+            self.comm = std::ptr::null_mut();
+        }
+    }
+}
+
 impl Drop for NcclReducer {
     fn drop(&mut self) {
-        self.nccl.destroy(self.comm);
+        if !self.comm.is_null() {
+            self.nccl.destroy(self.comm);
+        }
     }
 }
 
