@@ -41,8 +41,11 @@ def main():
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="cuda", help="cuda, or cpu for a quick check of this script")
     args = p.parse_args()
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=28996, attn_implementation="sdpa")  # bert-base-cased
     model = BertForPreTraining(config).to(device).train()
@@ -50,7 +53,7 @@ def main():
     rest = [p for n, p in model.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
-        lr=1e-4, betas=(0.9, 0.999), eps=1e-6, fused=True,
+        lr=1e-4, betas=(0.9, 0.999), eps=1e-6, fused=cuda,
     )
     step_model = torch.compile(model) if args.compile else model
     generator = torch.Generator().manual_seed(0)
@@ -59,7 +62,7 @@ def main():
 
     def step(i):
         ids, types, mask, labels, nsp = batches[i % len(batches)]
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             out = step_model(input_ids=ids, token_type_ids=types, attention_mask=mask,
                              labels=labels, next_sentence_label=nsp)
         out.loss.backward()
@@ -70,12 +73,13 @@ def main():
 
     for i in range(args.warmup):
         losses.append(step(i))
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     for i in range(args.steps):
         losses.append(step(args.warmup + i))
-    torch.cuda.synchronize()
+    sync()
     seconds = time.perf_counter() - started
     seq_per_s = args.steps * args.batch / seconds
     print(json.dumps({
@@ -85,12 +89,12 @@ def main():
         "steps": args.steps,
         "seq_per_s": seq_per_s,
         "tokens_per_s": seq_per_s * args.seq,
-        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
-        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
+        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
         "first_loss": float(losses[0]),
         "last_loss": float(losses[-1]),
         "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0),
+        "gpu": torch.cuda.get_device_name(0) if cuda else "cpu",
     }))
 
 
