@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use mpi::collective::SystemOperation;
-use mpi::topology::Communicator;
-use mpi::traits::CommunicatorCollectives;
+use crate::distributed::Distributed;
+use crate::gradient_all_reduce::GradientAllReduce;
+use crate::run_config::DistributedConfig;
 use tch::{Device, Kind, Tensor};
 
 use crate::cuda_driver::{CudaDriver, DeviceInfo};
@@ -56,7 +56,7 @@ pub fn run(args: &DoctorArgs) -> Result<i32> {
     check_mpi_library(&mut report);
     check_nccl(&mut report, devices);
     let all_ok = if args.mpi {
-        check_mpi_all_reduce(&mut report)?
+        check_mpi_all_reduce(&mut report, devices)?
     } else {
         report.problems.is_empty()
     };
@@ -264,28 +264,27 @@ fn check_nccl(report: &mut Report, cuda_devices: usize) {
     }
 }
 
-/// Initialises MPI, all-reduces [1, rank, is-node-leader, has-problems] and checks the sum.
-/// Returns whether every rank is healthy. Only rank 0 gets the "all-reduce" line.
-fn check_mpi_all_reduce(report: &mut Report) -> Result<bool> {
-    let universe = mpi::initialize().ok_or_else(|| anyhow!("MPI was already initialised"))?;
-    let world = universe.world();
-    let (rank, size) = (world.rank(), world.size());
-    let node = world.split_shared(rank);
-    let leader = if node.rank() == 0 { 1.0 } else { 0.0 };
+/// Initialises MPI, all-reduces [1, rank, is-node-leader, has-problems] and checks the sum,
+/// then sums a gradient-sized buffer through the trainer's own all-reduce (NCCL when every
+/// rank has a GPU of its own). Returns whether every rank is healthy. Only rank 0 gets the
+/// "all-reduce" lines.
+fn check_mpi_all_reduce(report: &mut Report, cuda_devices: usize) -> Result<bool> {
+    let dist = Distributed::init()?;
+    let leader = if dist.local_rank == 0 { 1.0 } else { 0.0 };
     let unhealthy = if report.problems.is_empty() { 0.0 } else { 1.0 };
-    let send = [1.0f64, rank as f64, leader, unhealthy];
-    let mut sum = [0.0f64; 4];
-    world.all_reduce_into(&send[..], &mut sum[..], SystemOperation::sum());
-    let n = size as f64;
+    let mut sum = [1.0f64, dist.rank as f64, leader, unhealthy];
+    dist.all_reduce_f64(&mut sum);
+    let n = dist.size as f64;
     let expected = [n, n * (n - 1.0) / 2.0];
     let sum_ok = sum[0] == expected[0] && sum[1] == expected[1];
-    if rank == 0 {
+    if dist.is_root() {
         report.line(
             "all-reduce",
             format!(
-                "{size} rank(s) on {} node(s), {} on this node: sum of [1, rank] = [{}, {}], expected [{}, {}]: {}",
+                "{} rank(s) on {} node(s), {} on this node: sum of [1, rank] = [{}, {}], expected [{}, {}]: {}",
+                dist.size,
                 sum[2],
-                node.size(),
+                dist.local_size,
                 sum[0],
                 sum[1],
                 expected[0],
@@ -299,6 +298,61 @@ fn check_mpi_all_reduce(report: &mut Report) -> Result<bool> {
     }
     if !sum_ok {
         report.problem("the MPI all-reduce returned a wrong sum");
+        return Ok(false);
     }
-    Ok(sum_ok && sum[3] == 0.0)
+    let gradients_ok = check_gradient_all_reduce(report, &dist, cuda_devices);
+    Ok(sum[3] == 0.0 && gradients_ok)
+}
+
+/// 16 MiB of ones summed by `GradientAllReduce` on the rank's device: every element must
+/// come back as the rank count.
+fn check_gradient_all_reduce(report: &mut Report, dist: &Distributed, cuda_devices: usize) -> bool {
+    let device = match cuda_devices {
+        0 => Device::Cpu,
+        n => Device::Cuda(dist.local_rank % n),
+    };
+    // NCCL whenever every rank can use it, even alone, so that a one-GPU host checks it too.
+    let nccl_here = cuda_devices > 0
+        && dist.local_size <= cuda_devices
+        && Nccl::open(torch_runtime::loaded_torch_lib_dir().as_deref()).is_ok();
+    let mut missing = [f64::from(u8::from(!nccl_here))];
+    dist.all_reduce_max_f64(&mut missing);
+    let config = DistributedConfig {
+        backend: if missing[0] == 0.0 { "nccl" } else { "auto" }.into(),
+        ..DistributedConfig::default()
+    };
+    let result = (|| -> Result<(String, f64, f64)> {
+        let mut reducer = GradientAllReduce::new(dist, &config, device)?;
+        let grad = Tensor::ones([1 << 22], (Kind::Float, device));
+        reducer.all_reduce(dist, &grad)?;
+        let (low, high) = (grad.min().double_value(&[]), grad.max().double_value(&[]));
+        Ok((reducer.backend.to_string(), low, high))
+    })();
+    let mut ok = match &result {
+        Ok((_, low, high)) => *low == dist.size as f64 && *high == dist.size as f64,
+        Err(_) => false,
+    };
+    let mut flags = [f64::from(u8::from(!ok))];
+    dist.all_reduce_f64(&mut flags);
+    ok = ok && flags[0] == 0.0;
+    if dist.is_root() {
+        match &result {
+            Ok((backend, low, high)) => report.line(
+                "gradients",
+                format!(
+                    "16 MiB summed over {} rank(s) by {backend} on {device:?}: values in [{low}, {high}], expected {}: {}",
+                    dist.size,
+                    dist.size,
+                    if ok { "ok" } else { "WRONG" }
+                ),
+            ),
+            Err(e) => report.line("gradients", format!("all-reduce failed: {e:#}")),
+        }
+    }
+    if let Err(e) = result {
+        report.problem(format!("rank {}: the gradient all-reduce failed: {e:#}", dist.rank));
+    } else if !ok {
+        report.problem("the gradient all-reduce returned wrong sums");
+    }
+    ok
 }

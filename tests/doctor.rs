@@ -95,6 +95,11 @@ fn doctor_mpi_all_reduces_across_two_ranks() {
         text.contains("all-reduce   2 rank(s) on 1 node(s), 2 on this node: sum of [1, rank] = [2, 1], expected [2, 1]: ok"),
         "{text}"
     );
+    // The trainer's own gradient all-reduce (MPI on CPU ranks) sums correctly.
+    assert!(
+        text.contains("gradients    16 MiB summed over 2 rank(s) by MPI (host buffers) on Cpu: values in [2, 2], expected 2: ok"),
+        "{text}"
+    );
     // Only rank 0 prints the report.
     assert_eq!(text.matches("doctor: ok").count(), 1, "{text}");
 }

@@ -42,7 +42,8 @@ TINY=(--config configs/tiny.toml --data "$WORK/corpus" --set model.hidden_dropou
   --set checkpoint.every=0)
 
 check "biobert doctor" "$BIN/biobert" doctor
-check "mpirun -np 2 biobert doctor --mpi" mpirun -np 2 "$BIN/biobert" doctor --mpi
+check "biobert doctor --mpi: NCCL sums 16 MiB on the GPU (one rank)" "$BIN/biobert" doctor --mpi
+check "mpirun -np 2 biobert doctor --mpi: two ranks sharing the GPU (MPI)" mpirun -np 2 "$BIN/biobert" doctor --mpi
 
 bf16_forward() {
   python3 bench/gpu/make_model.py "$WORK/bert-base" "$WORK/vocab.txt" || return 1
