@@ -12,6 +12,7 @@ use tch::{Device, Tensor};
 
 use crate::corpus::Corpus;
 use crate::instances::{self, Example, Instance, InstanceConfig, SpecialTokens};
+use crate::run_config::DataConfig;
 
 /// Held-out instances use their own epoch key, so they never depend on training epochs.
 const HELDOUT_EPOCH: u64 = u64::MAX;
@@ -68,7 +69,30 @@ impl TensorBatch {
     }
 }
 
+/// The training and held-out samplers of a run's `[data]` settings: the documents split
+/// by `heldout_fraction`, instances as Google's algorithm makes them.
+pub fn samplers(corpus: &Arc<Corpus>, data: &DataConfig) -> anyhow::Result<(Sampler, Sampler)> {
+    let special = Arc::new(SpecialTokens::from_vocab(&corpus.vocab)?);
+    let config = InstanceConfig {
+        max_seq_len: data.max_seq_len,
+        short_seq_prob: data.short_seq_prob,
+        masked_lm_prob: data.masked_lm_prob,
+        max_predictions_per_seq: data.max_predictions_per_seq,
+        whole_word_masking: data.whole_word_masking,
+        seed: data.seed,
+    };
+    let (train, heldout) = instances::split_documents(corpus, data.heldout_fraction, data.seed);
+    Ok((
+        Sampler::new(corpus.clone(), train, config.clone(), special.clone()),
+        Sampler::new(corpus.clone(), heldout, config, special),
+    ))
+}
+
 impl Sampler {
+    pub fn documents(&self) -> usize {
+        self.documents.len()
+    }
+
     pub fn new(
         corpus: Arc<Corpus>,
         documents: Vec<u64>,

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
-use clap::Args;
 use crate::distributed::Distributed;
 use crate::gradient_all_reduce::GradientAllReduce;
 use crate::run_config::DistributedConfig;
+use anyhow::{anyhow, Result};
+use clap::Args;
 use tch::{Device, Kind, Tensor};
 
 use crate::cuda_driver::{CudaDriver, DeviceInfo};
@@ -350,7 +350,10 @@ fn check_gradient_all_reduce(report: &mut Report, dist: &Distributed, cuda_devic
         }
     }
     if let Err(e) = result {
-        report.problem(format!("rank {}: the gradient all-reduce failed: {e:#}", dist.rank));
+        report.problem(format!(
+            "rank {}: the gradient all-reduce failed: {e:#}",
+            dist.rank
+        ));
     } else if !ok {
         report.problem("the gradient all-reduce returned wrong sums");
     }

@@ -1,6 +1,7 @@
 //! The BioBERT trainer: model, data loading, optimisation, distribution, checkpoints.
 
 pub mod bench_allreduce;
+pub mod bench_loader;
 pub mod bert;
 pub mod bert_config;
 pub mod checkpoint;

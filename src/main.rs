@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use biobert::bench_allreduce::{self, BenchAllreduceArgs};
+use biobert::bench_loader::{self, BenchLoaderArgs};
 use biobert::doctor::{self, DoctorArgs};
 use biobert::embed::{self, EmbedArgs};
 use biobert::export::{self, ExportArgs};
@@ -33,6 +34,8 @@ enum Command {
     Pretrain(PretrainArgs),
     /// Bus bandwidth of the gradient all-reduce across message sizes (run under mpirun).
     BenchAllreduce(BenchAllreduceArgs),
+    /// Throughput of the data loader alone (instances, masking, batches), no model.
+    BenchLoader(BenchLoaderArgs),
 }
 
 fn main() {
@@ -45,6 +48,7 @@ fn main() {
         Command::Export(args) => export::run(args).map(|()| 0),
         Command::Pretrain(args) => pretrain::run(args).map(|()| 0),
         Command::BenchAllreduce(args) => bench_allreduce::run(args).map(|()| 0),
+        Command::BenchLoader(args) => bench_loader::run(args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

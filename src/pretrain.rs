@@ -23,7 +23,6 @@ use crate::flat_parameters::FlatParameters;
 use crate::flops;
 use crate::gradient_all_reduce::GradientAllReduce;
 use crate::hf_checkpoint;
-use crate::instances::{self, InstanceConfig, SpecialTokens};
 use crate::optimizer::{self, Optimizer};
 use crate::rng::Rng;
 use crate::run_config::RunConfig;
@@ -238,21 +237,11 @@ fn train(
             );
         }
     }
-    let special = Arc::new(SpecialTokens::from_vocab(&run.corpus.vocab)?);
-    let instance_config = InstanceConfig {
-        max_seq_len: c.data.max_seq_len,
-        short_seq_prob: c.data.short_seq_prob,
-        masked_lm_prob: c.data.masked_lm_prob,
-        max_predictions_per_seq: c.data.max_predictions_per_seq,
-        whole_word_masking: c.data.whole_word_masking,
-        seed: c.data.seed,
-    };
-    let (train_docs, heldout_docs) =
-        instances::split_documents(&run.corpus, c.data.heldout_fraction, c.data.seed);
+    let (sampler, mut heldout) = data_loader::samplers(&run.corpus, &c.data)?;
     println!(
         "data: {} training and {} held-out documents from {}",
-        train_docs.len(),
-        heldout_docs.len(),
+        sampler.documents(),
+        heldout.documents(),
         run.corpus.dir.display()
     );
     let layout = Layout {
@@ -261,13 +250,6 @@ fn train(
         world_size: dist.size as u64,
         rank: dist.rank as u64,
     };
-    let sampler = Sampler::new(
-        run.corpus.clone(),
-        train_docs,
-        instance_config.clone(),
-        special.clone(),
-    );
-    let mut heldout = Sampler::new(run.corpus.clone(), heldout_docs, instance_config, special);
     let batches = data_loader::prefetch(
         sampler,
         layout,

@@ -342,3 +342,32 @@ fn bf16_training_follows_fp32() {
     }
     assert_ne!(runs[0], runs[1], "the bf16 run computed in fp32");
 }
+
+/// `bench-loader` makes the trainer's batches with no model and reports their rate.
+#[test]
+fn bench_loader_reports_the_data_rate() {
+    let out = run_ok(
+        biobert()
+            .args(["bench-loader", "--config"])
+            .arg(workspace().join("configs/tiny.toml"))
+            .arg("--data")
+            .arg(corpus())
+            .args(["--steps", "5", "--set", "train.micro_batch_size=4"]),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("epoch 0: "), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("5 steps of 4 sequences (seq 64): "))
+        .unwrap_or_else(|| panic!("no rate line: {text}"));
+    let rate: f64 = line
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "{line}");
+}

@@ -43,6 +43,10 @@ for shape in "128 256 20" "512 32 80"; do
   read -r SEQ BATCH PRED <<< "$shape"
   RUN=$WORK/run-$SEQ
   rm -rf "$RUN"
+  echo "== the data loader alone (pinned batches): seq $SEQ batch $BATCH" >&2
+  "$BIN/biobert" bench-loader --config configs/biobert_base.toml --data "$WORK/corpus" \
+    --set model.init=scratch --set data.max_seq_len="$SEQ" --set data.max_predictions_per_seq="$PRED" \
+    --set train.micro_batch_size="$BATCH" --steps "$STEPS" --device cuda >&2
   echo "== biobert pretrain: seq $SEQ batch $BATCH, $STEPS steps" >&2
   peak_memory "$BIN/biobert" pretrain --config configs/biobert_base.toml --data "$WORK/corpus" \
     --out "$RUN" --max-steps "$STEPS" --set model.init=scratch --set data.max_seq_len="$SEQ" \
