@@ -1,13 +1,27 @@
 //! Gives the binaries an rpath to the real torch lib folder that `launch/setup.sh` recorded,
-//! so that they run on the machine that built them with no LD_LIBRARY_PATH.
+//! so that they run on the machine that built them with no LD_LIBRARY_PATH, and compiles the
+//! small C++ shim (src/shim/) against the headers of the libtorch that tch links.
+
+use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=BIOBERT_TORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    if std::env::var_os("LIBTORCH").is_none() {
-        println!("cargo:warning=LIBTORCH is not set: run ./launch/setup.sh once, then cargo build");
-    }
+    println!("cargo:rerun-if-changed=src/shim/fused_adamw.cpp");
     if let Ok(dir) = std::env::var("BIOBERT_TORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }
+    let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
+        panic!("LIBTORCH is not set: run ./launch/setup.sh once, then cargo build");
+    };
+    // The same flags torch-sys compiles its own wrapper with.
+    cc::Build::new()
+        .cpp(true)
+        .file("src/shim/fused_adamw.cpp")
+        .include(libtorch.join("include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false)
+        .compile("biobert_shim");
 }

@@ -15,6 +15,7 @@ pub mod embed;
 pub mod export;
 pub mod flat_parameters;
 pub mod flops;
+pub mod fused_adamw;
 pub mod gradient_all_reduce;
 pub mod hf_checkpoint;
 pub mod instances;

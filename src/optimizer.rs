@@ -29,6 +29,11 @@ pub struct Optimizer {
     exp_avg_sq: Tensor,
     /// LAMB: the element count of each decayed parameter (they lead the buffers).
     decayed_lengths: Tensor,
+    /// AdamW with bias correction goes through libtorch's fused kernel (src/fused_adamw.rs);
+    /// LAMB and Google's uncorrected AdamW through the element-wise kernels below.
+    pub fused: bool,
+    /// The step number as the fused kernel reads it (a device scalar).
+    step_tensor: Tensor,
     pub steps: u64,
 }
 
@@ -56,6 +61,8 @@ impl Optimizer {
             exp_avg: flat.data.zeros_like(),
             exp_avg_sq: flat.data.zeros_like(),
             decayed_lengths: Tensor::from_slice(&lengths).to_device(flat.data.device()),
+            fused: config.optimizer == "adamw" && config.bias_correction,
+            step_tensor: Tensor::zeros([], (Kind::Float, flat.data.device())),
             flat,
             steps: 0,
         }
@@ -76,7 +83,11 @@ impl Optimizer {
         }
     }
 
-    pub fn step(&mut self, lr: f64) {
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        if self.fused {
+            self.steps += 1;
+            return self.fused_step(lr);
+        }
         self.steps += 1;
         let t = self.steps as i32;
         let (c1, c2) = if self.bias_correction {
@@ -104,6 +115,36 @@ impl Optimizer {
             }
             let _ = self.flat.data.shallow_clone().g_sub_(&(update * lr));
         });
+        Ok(())
+    }
+
+    /// Two fused calls: the decayed parameters, then the rest without weight decay.
+    fn fused_step(&mut self, lr: f64) -> Result<()> {
+        let (d, n) = (self.flat.decayed, self.flat.numel());
+        tch::no_grad(|| -> Result<()> {
+            let _ = self.step_tensor.fill_(self.steps as f64);
+            for (start, len, weight_decay) in [(0, d, self.weight_decay), (d, n - d, 0.0)] {
+                if len == 0 {
+                    continue;
+                }
+                let part = |t: &Tensor| t.narrow(0, start, len);
+                crate::fused_adamw::step(
+                    &part(&self.flat.data),
+                    &part(&self.flat.grad),
+                    &part(&self.exp_avg),
+                    &part(&self.exp_avg_sq),
+                    &self.step_tensor,
+                    &crate::fused_adamw::Hyper {
+                        lr,
+                        beta1: self.beta1,
+                        beta2: self.beta2,
+                        weight_decay,
+                        eps: self.eps,
+                    },
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// LAMB: scales each decayed tensor's update by ||p|| / ||update|| (1 where either is
@@ -251,7 +292,7 @@ mod tests {
         p - u * lr
     }
 
-    fn matches_reference(optimizer: &str) {
+    fn matches_reference(optimizer: &str, fused: bool) {
         let c = config(optimizer);
         let vars = variables();
         let mut expected: BTreeMap<String, Tensor> = vars
@@ -276,6 +317,8 @@ mod tests {
             .map(|(n, p)| (n.clone(), p.shallow_clone()))
             .collect();
         let mut opt = Optimizer::new(FlatParameters::new(tensors, Device::Cpu), &c);
+        assert_eq!(opt.fused, optimizer == "adamw");
+        opt.fused = fused;
         for t in 1..=3 {
             opt.zero_grad();
             // A loss whose gradient differs per element and per step.
@@ -291,11 +334,14 @@ mod tests {
                 let next = reference_step(&expected[name], &g, (m, v), name, &c, t, 0.01);
                 expected.insert(name.clone(), next);
             }
-            opt.step(0.01);
+            opt.step(0.01).unwrap();
         }
         for (name, p) in &held {
             let diff = (p - &expected[name]).abs().max().double_value(&[]);
-            assert!(diff < 1e-6, "{optimizer} {name}: differs by {diff}");
+            assert!(
+                diff < 1e-6,
+                "{optimizer} (fused {fused}) {name}: differs by {diff}"
+            );
         }
         // The state round-trips through checkpoint names.
         let state = opt.state();
@@ -308,12 +354,17 @@ mod tests {
 
     #[test]
     fn adamw_matches_the_per_tensor_reference() {
-        matches_reference("adamw");
+        matches_reference("adamw", false);
+    }
+
+    #[test]
+    fn fused_adamw_matches_the_per_tensor_reference() {
+        matches_reference("adamw", true);
     }
 
     #[test]
     fn lamb_matches_the_per_tensor_reference() {
-        matches_reference("lamb");
+        matches_reference("lamb", false);
     }
 
     #[test]

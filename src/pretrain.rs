@@ -318,7 +318,7 @@ fn train(
         }
         optimizer.clip(grad_norm, c.train.max_grad_norm);
         let lr = optimizer::learning_rate(&c.train, step);
-        optimizer.step(lr);
+        optimizer.step(lr)?;
         optimizer.zero_grad();
         step += 1;
         if let Some(logger) = &mut logger {
