@@ -10,6 +10,8 @@
 # 3. the tiny config trains on the GPU (bf16), the loss falls;
 # 4. NCCL with one rank gives the same losses as no all-reduce; bf16 reduction runs;
 # 5. two ranks sharing the GPU (MPI backend) match one rank with twice the batch;
+#    (tolerance 1e-3: CUDA's atomics in the embedding, gather and attention backward make
+#    two runs differ in the last bits; the printed differences are the measurement)
 #    NCCL refuses two ranks on one GPU with its own message, and the job ends;
 # 6. bench-allreduce: NCCL (one rank) and MPI (two ranks) on GPU buffers;
 # 7. BERT-base, seq 128: the bf16 loss follows the fp32 loss over 200 steps.
@@ -77,7 +79,7 @@ nccl_one_rank() {
       || { tail "$WORK/one-$backend.log"; return 1; }
     tail_steps "$WORK/one-$backend.log" 2
   done
-  python3 bench/gpu/compare.py losses "$WORK/one-auto" "$WORK/one-nccl" 0
+  python3 bench/gpu/compare.py losses "$WORK/one-auto" "$WORK/one-nccl" 1e-3
 }
 check "NCCL, one rank: the same losses as no all-reduce" nccl_one_rank
 
@@ -96,7 +98,7 @@ two_ranks_share_gpu() {
     --set train.precision=fp32 --set train.micro_batch_size=8 > "$WORK/2x8.log" 2>&1 \
     || { tail "$WORK/2x8.log"; return 1; }
   tail_steps "$WORK/2x8.log" 3
-  python3 bench/gpu/compare.py losses "$WORK/b16" "$WORK/2x8" 1e-4
+  python3 bench/gpu/compare.py losses "$WORK/b16" "$WORK/2x8" 1e-3
 }
 check "2 ranks x 8 sharing the GPU (MPI) = 1 rank x 16" two_ranks_share_gpu
 
