@@ -15,6 +15,8 @@ pub struct DeviceInfo {
     pub name: String,
     pub total_memory: u64,
     pub compute_capability: (i32, i32),
+    /// "0000:3B:00.0": names the physical GPU whatever CUDA_VISIBLE_DEVICES renumbers.
+    pub pci_bus_id: String,
 }
 
 pub struct CudaDriver {
@@ -82,15 +84,24 @@ impl CudaDriver {
         check("cuDeviceGetAttribute", unsafe {
             attr_fn(&mut minor, cc, dev)
         })?;
-        // SAFETY: cuDeviceGetName NUL-terminates within the buffer it was given.
-        let name = unsafe { CStr::from_ptr(name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+        let bus_fn: Symbol<unsafe extern "C" fn(*mut c_char, c_int, c_int) -> CuResult> =
+            self.symbol(b"cuDeviceGetPCIBusId\0")?;
+        let mut bus = [0 as c_char; 64];
+        check("cuDeviceGetPCIBusId", unsafe {
+            bus_fn(bus.as_mut_ptr(), 64, dev)
+        })?;
+        // SAFETY: both calls NUL-terminate within the buffers they were given.
+        let text = |b: &[c_char]| {
+            unsafe { CStr::from_ptr(b.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        };
         Ok(DeviceInfo {
             ordinal,
-            name,
+            name: text(&name),
             total_memory: mem as u64,
             compute_capability: (major, minor),
+            pci_bus_id: text(&bus),
         })
     }
 }

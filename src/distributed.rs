@@ -81,6 +81,17 @@ impl Distributed {
         });
     }
 
+    /// Every rank's `value`, in rank order.
+    pub fn all_gather_u64(&self, value: u64) -> Vec<u64> {
+        let mut all = vec![0u64; self.size];
+        if self.size == 1 {
+            all[0] = value;
+        } else {
+            self.world.all_gather_into(&value, &mut all[..]);
+        }
+        all
+    }
+
     /// Rank 0's `bytes` to every rank (NCCL's unique id).
     pub fn broadcast_bytes(&self, bytes: &mut [u8]) {
         if self.size > 1 {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::distributed::Distributed;
-use crate::gradient_all_reduce::GradientAllReduce;
+use crate::gradient_all_reduce::{self, GradientAllReduce, Topology};
 use crate::run_config::DistributedConfig;
 use anyhow::{anyhow, Result};
 use clap::Args;
@@ -312,13 +312,15 @@ fn check_gradient_all_reduce(report: &mut Report, dist: &Distributed, cuda_devic
         n => Device::Cuda(dist.local_rank % n),
     };
     // NCCL whenever every rank can use it, even alone, so that a one-GPU host checks it too.
-    let nccl_here = cuda_devices > 0
-        && dist.local_size <= cuda_devices
-        && Nccl::open(torch_runtime::loaded_torch_lib_dir().as_deref()).is_ok();
-    let mut missing = [f64::from(u8::from(!nccl_here))];
-    dist.all_reduce_max_f64(&mut missing);
+    let nccl_loads = gradient_all_reduce::open_nccl(device).is_ok();
+    let topology = Topology::gather(dist, device, nccl_loads);
     let config = DistributedConfig {
-        backend: if missing[0] == 0.0 { "nccl" } else { "auto" }.into(),
+        backend: if topology.nccl_possible() {
+            "nccl"
+        } else {
+            "auto"
+        }
+        .into(),
         ..DistributedConfig::default()
     };
     let result = (|| -> Result<(String, f64, f64)> {

@@ -43,19 +43,51 @@ impl std::fmt::Display for Backend {
 #[derive(Debug, Clone, Copy)]
 pub struct Topology {
     pub world_size: usize,
-    /// The most ranks on any one node, and the fewest GPUs on any one node.
-    pub max_ranks_per_node: usize,
-    pub min_gpus_per_node: usize,
+    /// Whether every rank trains on a GPU.
+    pub all_on_gpus: bool,
+    /// Whether two ranks train on the same physical GPU (same node, same PCI bus id).
+    pub shared_gpu: bool,
     /// Whether every rank could load libnccl.so.2.
     pub nccl_everywhere: bool,
+}
+
+impl Topology {
+    /// Gathers the facts from every rank. Collective: every rank must call it.
+    pub fn gather(dist: &Distributed, device: Device, nccl_loads: bool) -> Topology {
+        let gpu = gpu_identity(device);
+        let mut facts = [
+            f64::from(u8::from(gpu.is_none())),
+            f64::from(u8::from(!nccl_loads)),
+        ];
+        dist.all_reduce_max_f64(&mut facts);
+        let gpus = dist.all_gather_u64(gpu.unwrap_or(0));
+        Topology {
+            world_size: dist.size,
+            all_on_gpus: facts[0] == 0.0,
+            shared_gpu: has_duplicates(&gpus),
+            nccl_everywhere: facts[1] == 0.0,
+        }
+    }
+
+    /// Whether NCCL can serve every rank (it refuses two ranks on one GPU).
+    pub fn nccl_possible(&self) -> bool {
+        self.all_on_gpus && !self.shared_gpu && self.nccl_everywhere
+    }
+}
+
+/// libnccl.so.2 for a GPU rank.
+pub fn open_nccl(device: Device) -> Result<Nccl, String> {
+    match device {
+        Device::Cuda(_) => Nccl::open(crate::torch_runtime::loaded_torch_lib_dir().as_deref()),
+        _ => Err("a CPU rank".to_string()),
+    }
 }
 
 /// The backend for `requested` ("auto", "nccl" or "mpi").
 pub fn choose(requested: &str, topology: &Topology) -> Result<Backend> {
     let t = topology;
-    let gpus = t.min_gpus_per_node > 0;
     match requested {
-        "nccl" if !gpus => bail!("distributed.backend = nccl needs a GPU on every rank"),
+        "nccl" if !t.all_on_gpus => bail!("distributed.backend = nccl needs a GPU on every rank"),
         "nccl" if !t.nccl_everywhere => {
             bail!("distributed.backend = nccl: libnccl.so.2 could not be loaded on every rank (biobert doctor says why)")
         }
@@ -63,9 +95,7 @@ pub fn choose(requested: &str, topology: &Topology) -> Result<Backend> {
         "nccl" => Ok(Backend::Nccl),
         _ if t.world_size == 1 => Ok(Backend::Single),
         "mpi" => Ok(Backend::Mpi),
-        _ if gpus && t.max_ranks_per_node <= t.min_gpus_per_node && t.nccl_everywhere => {
-            Ok(Backend::Nccl)
-        }
+        _ if t.nccl_possible() => Ok(Backend::Nccl),
         _ => Ok(Backend::Mpi),
     }
 }
@@ -83,23 +113,8 @@ impl GradientAllReduce {
         config: &DistributedConfig,
         device: Device,
     ) -> Result<GradientAllReduce> {
-        let gpus = tch::Cuda::device_count() as usize;
-        let nccl = match device {
-            Device::Cuda(_) => Nccl::open(crate::torch_runtime::loaded_torch_lib_dir().as_deref()),
-            _ => Err("a CPU rank".to_string()),
-        };
-        let mut facts = [
-            dist.local_size as f64,
-            -(gpus as f64),
-            f64::from(u8::from(nccl.is_err())),
-        ];
-        dist.all_reduce_max_f64(&mut facts);
-        let topology = Topology {
-            world_size: dist.size,
-            max_ranks_per_node: facts[0] as usize,
-            min_gpus_per_node: (-facts[1]) as usize,
-            nccl_everywhere: facts[2] == 0.0,
-        };
+        let nccl = open_nccl(device);
+        let topology = Topology::gather(dist, device, nccl.is_ok());
         let backend = choose(&config.backend, &topology)?;
         let nccl = match (backend, nccl, device) {
             (Backend::Nccl, Ok(lib), Device::Cuda(gpu)) => {
@@ -122,6 +137,32 @@ impl GradientAllReduce {
             _ => Ok(()),
         }
     }
+}
+
+/// A number naming this rank's physical GPU: a hash of the host name and the device's PCI
+/// bus id (the ordinal when the driver cannot say), so that ranks that see their GPUs
+/// through different CUDA_VISIBLE_DEVICES still compare right. `None` on a CPU.
+fn gpu_identity(device: Device) -> Option<u64> {
+    let Device::Cuda(ordinal) = device else {
+        return None;
+    };
+    let bus = crate::cuda_driver::CudaDriver::open()
+        .and_then(|d| d.devices())
+        .ok()
+        .and_then(|all| all.into_iter().nth(ordinal))
+        .map_or_else(|| format!("cuda:{ordinal}"), |d| d.pci_bus_id);
+    let mut host = [0u8; 256];
+    // SAFETY: gethostname writes at most the given length into the buffer.
+    unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) };
+    let host = host.split(|&b| b == 0).next().unwrap_or(&[]);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&(host, bus), &mut h);
+    Some(std::hash::Hasher::finish(&h).max(1))
+}
+
+fn has_duplicates(ids: &[u64]) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    ids.iter().any(|&id| id != 0 && !seen.insert(id))
 }
 
 struct NcclReducer {
@@ -288,11 +329,11 @@ impl Drop for NcclReducer {
 mod tests {
     use super::*;
 
-    fn topology(world_size: usize, ranks: usize, gpus: usize, nccl: bool) -> Topology {
+    fn topology(world_size: usize, gpus: bool, shared: bool, nccl: bool) -> Topology {
         Topology {
             world_size,
-            max_ranks_per_node: ranks,
-            min_gpus_per_node: gpus,
+            all_on_gpus: gpus,
+            shared_gpu: shared,
             nccl_everywhere: nccl,
         }
     }
@@ -300,27 +341,38 @@ mod tests {
     #[test]
     fn auto_takes_nccl_only_with_a_gpu_per_rank() {
         let auto = |t| choose("auto", &t).unwrap();
-        assert_eq!(auto(topology(1, 1, 1, true)), Backend::Single);
-        assert_eq!(auto(topology(8, 4, 4, true)), Backend::Nccl);
-        // Two ranks sharing one GPU: NCCL would refuse ("Duplicate GPU detected").
-        assert_eq!(auto(topology(2, 2, 1, true)), Backend::Mpi);
-        assert_eq!(auto(topology(4, 4, 4, false)), Backend::Mpi);
-        assert_eq!(auto(topology(2, 2, 0, false)), Backend::Mpi);
+        assert_eq!(auto(topology(1, true, false, true)), Backend::Single);
+        assert_eq!(auto(topology(8, true, false, true)), Backend::Nccl);
+        // Two ranks on one GPU: NCCL would refuse ("Duplicate GPU detected").
+        assert_eq!(auto(topology(2, true, true, true)), Backend::Mpi);
+        assert_eq!(auto(topology(4, true, false, false)), Backend::Mpi);
+        assert_eq!(auto(topology(2, false, false, false)), Backend::Mpi);
     }
 
     #[test]
     fn overrides_are_obeyed_or_refused() {
         assert_eq!(
-            choose("nccl", &topology(1, 1, 1, true)).unwrap(),
+            choose("nccl", &topology(1, true, false, true)).unwrap(),
             Backend::Nccl
         );
         assert_eq!(
-            choose("mpi", &topology(4, 4, 4, true)).unwrap(),
+            choose("mpi", &topology(4, true, false, true)).unwrap(),
             Backend::Mpi
         );
-        let err = choose("nccl", &topology(2, 2, 0, false)).unwrap_err();
+        let err = choose("nccl", &topology(2, false, false, false)).unwrap_err();
         assert!(err.to_string().contains("needs a GPU"), "{err}");
-        let err = choose("nccl", &topology(2, 1, 1, false)).unwrap_err();
+        let err = choose("nccl", &topology(2, true, false, false)).unwrap_err();
         assert!(err.to_string().contains("libnccl.so.2"), "{err}");
+    }
+
+    #[test]
+    fn shared_gpus_are_found_by_identity_not_by_count() {
+        // Eight ranks each seeing "cuda:0" through their own CUDA_VISIBLE_DEVICES are
+        // eight GPUs; two ranks on the same bus id are one.
+        assert!(!has_duplicates(&[11, 12, 13, 14]));
+        assert!(has_duplicates(&[11, 12, 11]));
+        // CPU ranks (0) are not GPUs.
+        assert!(!has_duplicates(&[0, 0]));
+        assert_eq!(gpu_identity(Device::Cpu), None);
     }
 }
