@@ -73,6 +73,11 @@ pub struct Bert {
     /// parameters stay fp32 (the master weights) and are cast as they are used, like
     /// autocast does; LayerNorm, softmax inside the losses, and the losses run in fp32.
     pub compute: Kind,
+    /// The dtype hidden states flow in between the matrix products: `Float` (the residual
+    /// stream and LayerNorm outputs in fp32, as autocast leaves them) or, with a bf16
+    /// `compute`, `BFloat16` (as Megatron-LM trains in bf16: half the activation memory and
+    /// traffic; LayerNorm still accumulates its statistics in fp32).
+    pub activations: Kind,
     embeddings: Embeddings,
     layers: Vec<Layer>,
     pooler: nn::Linear,
@@ -170,6 +175,7 @@ impl Bert {
         Bert {
             config: config.clone(),
             compute: Kind::Float,
+            activations: Kind::Float,
             embeddings,
             layers,
             pooler,
@@ -213,12 +219,21 @@ impl Bert {
         )
     }
 
-    /// LayerNorm, always in fp32.
+    /// LayerNorm: fp32 output, or bf16 in and out when the activations are bf16.
     fn norm(&self, n: &nn::LayerNorm, x: &Tensor) -> Tensor {
-        if self.compute == Kind::Float {
-            n.forward(x)
-        } else {
-            n.forward(&x.to_kind(Kind::Float))
+        match (self.compute, self.activations) {
+            (Kind::Float, _) => n.forward(x),
+            (_, Kind::Float) => n.forward(&x.to_kind(Kind::Float)),
+            (_, a) => {
+                let cast = |t: &Option<Tensor>| t.as_ref().map(|t| t.to_kind(a));
+                x.to_kind(a).layer_norm(
+                    &n.normalized_shape,
+                    cast(&n.ws),
+                    cast(&n.bs),
+                    self.config.layer_norm_eps,
+                    true,
+                )
+            }
         }
     }
 
@@ -343,11 +358,13 @@ impl Bert {
         nsp_labels: &Tensor,
         train: bool,
     ) -> Losses {
-        let encoded = self.encode(batch, train, false);
-        let h = self.config.hidden_size;
+        // The labelled positions first: `nonzero` waits for the device, and here it waits
+        // only for the labels' copy, not for the encoder.
         let flat_labels = mlm_labels.view([-1]);
         let positions = flat_labels.ne(-100).nonzero().squeeze_dim(1);
         let targets = flat_labels.index_select(0, &positions);
+        let encoded = self.encode(batch, train, false);
+        let h = self.config.hidden_size;
         let hidden = encoded.sequence.view([-1, h]).index_select(0, &positions);
         let logits = self.mlm_logits(&hidden);
         let sum = tch::Reduction::Sum;

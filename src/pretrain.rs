@@ -202,6 +202,9 @@ fn train(
         ("bf16", _) | ("auto", Device::Cuda(_)) => tch::Kind::BFloat16,
         _ => tch::Kind::Float,
     };
+    if bert.compute == tch::Kind::BFloat16 && c.train.bf16_residual {
+        bert.activations = tch::Kind::BFloat16;
+    }
     if let Some(dir) = init_dir {
         let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;
         if dist.is_root() {

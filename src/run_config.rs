@@ -106,6 +106,10 @@ pub struct TrainConfig {
     /// fp32 master weights, LayerNorm and losses in fp32.
     #[serde(default = "auto")]
     pub precision: String,
+    /// With bf16 precision, keep the hidden states (residual stream, LayerNorm outputs) in
+    /// bf16 too, as Megatron-LM does, instead of fp32 as autocast does.
+    #[serde(default)]
+    pub bf16_residual: bool,
     /// What a NaN or infinite loss does: "stop" or "skip" the step.
     #[serde(default = "stop")]
     pub on_nan: String,

@@ -309,11 +309,12 @@ fn instance_statistics_follow_googles_algorithm() {
 #[test]
 fn bf16_training_follows_fp32() {
     let tmp = tempfile::tempdir().unwrap();
-    let runs: Vec<Vec<(u64, f64, f64)>> = ["fp32", "bf16"]
+    let runs: Vec<Vec<(u64, f64, f64)>> = ["fp32", "bf16", "bf16-residual"]
         .iter()
         .map(|p| {
             let out = tmp.path().join(p);
-            let precision = format!("train.precision={p}");
+            let precision = format!("train.precision={}", &p[..4]);
+            let residual = format!("train.bf16_residual={}", p.ends_with("residual"));
             run_ok(&mut pretrain(
                 &out,
                 &[
@@ -321,6 +322,8 @@ fn bf16_training_follows_fp32() {
                     "40",
                     "--set",
                     &precision,
+                    "--set",
+                    &residual,
                     "--set",
                     "log.every=5",
                     "--set",
@@ -341,6 +344,17 @@ fn bf16_training_follows_fp32() {
         );
     }
     assert_ne!(runs[0], runs[1], "the bf16 run computed in fp32");
+    // The bf16 residual stream rounds more: within 2% of fp32, and not the autocast run.
+    for (a, c) in runs[0].iter().zip(&runs[2]) {
+        assert!(
+            ((a.1 - c.1) / a.1).abs() < 0.02,
+            "step {}: fp32 loss {} vs bf16 residual {}",
+            a.0,
+            a.1,
+            c.1
+        );
+    }
+    assert_ne!(runs[1], runs[2], "train.bf16_residual changed nothing");
 }
 
 /// `bench-loader` makes the trainer's batches with no model and reports their rate.

@@ -14,7 +14,8 @@
 #    two runs differ in the last bits; the printed differences are the measurement)
 #    NCCL refuses two ranks on one GPU with its own message, and the job ends;
 # 6. bench-allreduce: NCCL (one rank) and MPI (two ranks) on GPU buffers;
-# 7. BERT-base, seq 128: the bf16 loss follows the fp32 loss over 200 steps.
+# 7. BERT-base, seq 128: the bf16 loss (autocast-like, and with train.bf16_residual)
+#    follows the fp32 loss over 200 steps.
 # Ends with a summary; exit 1 when a check failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -120,18 +121,20 @@ allreduce_bandwidth() {
 check "bench-allreduce on GPU buffers" allreduce_bandwidth
 
 bf16_follows_fp32() {
-  for p in fp32 bf16; do
+  for p in fp32 bf16 bf16r; do
     "$BIN/biobert" pretrain --config configs/biobert_base.toml --data "$WORK/corpus" \
       --out "$WORK/base-$p" --max-steps 200 --set model.init=scratch --set data.max_seq_len=128 \
       --set data.max_predictions_per_seq=20 --set train.micro_batch_size=32 \
-      --set train.precision=$p --set train.warmup_steps=20 --set train.learning_rate=1e-4 \
+      --set train.precision=${p:0:4} --set train.bf16_residual=$([ $p = bf16r ] && echo true || echo false) \
+      --set train.warmup_steps=20 --set train.learning_rate=1e-4 \
       --set log.every=20 --set log.eval_every=0 --set checkpoint.every=0 > "$WORK/base-$p.log" 2>&1 \
       || { tail "$WORK/base-$p.log"; return 1; }
     tail_steps "$WORK/base-$p.log" 2
   done
-  python3 bench/gpu/compare.py losses "$WORK/base-fp32" "$WORK/base-bf16" 0.1
+  python3 bench/gpu/compare.py losses "$WORK/base-fp32" "$WORK/base-bf16" 0.1 &&
+  python3 bench/gpu/compare.py losses "$WORK/base-fp32" "$WORK/base-bf16r" 0.1
 }
-check "BERT-base seq 128: bf16 loss follows fp32 over 200 steps (20-step means within 0.1)" bf16_follows_fp32
+check "BERT-base seq 128: bf16 (and bf16 residual) loss follows fp32 over 200 steps (20-step means within 0.1)" bf16_follows_fp32
 
 echo
 echo "=== summary"

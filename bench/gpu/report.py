@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Results of bench/gpu/throughput.sh, one JSON line per run, and the table.
 
-    report.py ours RUN/log.jsonl SEQ BATCH PEAK_MIB   -> a JSON line (our trainer's run)
+    report.py ours RUN/log.jsonl SEQ BATCH PEAK_MIB [NAME] -> a JSON line (our trainer's run)
     report.py hf   HF.json       SEQ BATCH PEAK_MIB   -> a JSON line (hf_baseline.py's run)
     report.py table RESULTS.jsonl                     -> the table
 
@@ -26,13 +26,13 @@ def peak_tflops(gpu):
     return next((p for key, p in PEAKS if key in name), None)
 
 
-def ours(path, seq, batch, peak_mib):
+def ours(path, seq, batch, peak_mib, name="biobert"):
     rows = [json.loads(line) for line in open(path)]
     # The first logged window holds CUDA start-up and the first kernels' tuning.
     timed = rows[1:] or rows
     mean = lambda key: sum(r[key] for r in timed) / len(timed)
     return {
-        "name": "biobert",
+        "name": name,
         "seq": seq,
         "batch": batch,
         "steps": timed[-1]["step"] - rows[0]["step"],
@@ -75,7 +75,10 @@ def main():
         table(sys.argv[2])
         return
     path, seq, batch, peak = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    print(json.dumps((ours if kind == "ours" else hf)(path, seq, batch, peak)))
+    if kind == "ours":
+        print(json.dumps(ours(path, seq, batch, peak, *sys.argv[6:7])))
+    else:
+        print(json.dumps(hf(path, seq, batch, peak)))
 
 
 if __name__ == "__main__":

@@ -47,15 +47,20 @@ for shape in "128 256 20" "512 32 80"; do
   "$BIN/biobert" bench-loader --config configs/biobert_base.toml --data "$WORK/corpus" \
     --set model.init=scratch --set data.max_seq_len="$SEQ" --set data.max_predictions_per_seq="$PRED" \
     --set train.micro_batch_size="$BATCH" --steps "$STEPS" --device cuda >&2
-  echo "== biobert pretrain: seq $SEQ batch $BATCH, $STEPS steps" >&2
-  peak_memory "$BIN/biobert" pretrain --config configs/biobert_base.toml --data "$WORK/corpus" \
-    --out "$RUN" --max-steps "$STEPS" --set model.init=scratch --set data.max_seq_len="$SEQ" \
-    --set data.max_predictions_per_seq="$PRED" --set train.micro_batch_size="$BATCH" \
-    --set train.precision=bf16 --set train.warmup_steps=10 --set train.learning_rate=1e-4 \
-    --set log.every=10 --set log.eval_every=0 --set checkpoint.every=0 > "$RUN.log" 2>&1 \
-    || { tail -20 "$RUN.log" >&2; exit 1; }
-  grep -E "^step " "$RUN.log" | tail -3 >&2
-  python3 bench/gpu/report.py ours "$RUN/log.jsonl" "$SEQ" "$BATCH" "$(cat "$WORK/peak")" >> "$RESULTS"
+  for RESIDUAL in false true; do
+    NAME=biobert
+    [ "$RESIDUAL" = true ] && NAME="biobert (bf16 residual)"
+    echo "== $NAME pretrain: seq $SEQ batch $BATCH, $STEPS steps" >&2
+    rm -rf "$RUN"
+    peak_memory "$BIN/biobert" pretrain --config configs/biobert_base.toml --data "$WORK/corpus" \
+      --out "$RUN" --max-steps "$STEPS" --set model.init=scratch --set data.max_seq_len="$SEQ" \
+      --set data.max_predictions_per_seq="$PRED" --set train.micro_batch_size="$BATCH" \
+      --set train.precision=bf16 --set train.bf16_residual="$RESIDUAL" --set train.warmup_steps=10 \
+      --set train.learning_rate=1e-4 --set log.every=10 --set log.eval_every=0 \
+      --set checkpoint.every=0 > "$RUN.log" 2>&1 || { tail -20 "$RUN.log" >&2; exit 1; }
+    grep -E "^step " "$RUN.log" | tail -2 >&2
+    python3 bench/gpu/report.py ours "$RUN/log.jsonl" "$SEQ" "$BATCH" "$(cat "$WORK/peak")" "$NAME" >> "$RESULTS"
+  done
   for mode in "" "--compile"; do
     echo "== HF ${mode:-eager}: seq $SEQ batch $BATCH" >&2
     peak_memory python3 bench/gpu/hf_baseline.py --seq "$SEQ" --batch "$BATCH" \
