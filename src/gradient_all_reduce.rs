@@ -160,6 +160,15 @@ fn gpu_identity(device: Device) -> Option<u64> {
     Some(std::hash::Hasher::finish(&h).max(1))
 }
 
+/// (offset, count) of each bucket of at most `size` elements covering `0..total`.
+fn buckets(total: i64, size: i64) -> Vec<(i64, i64)> {
+    let size = size.max(1);
+    (0..total)
+        .step_by(size as usize)
+        .map(|offset| (offset, size.min(total - offset)))
+        .collect()
+}
+
 fn has_duplicates(ids: &[u64]) -> bool {
     let mut seen = std::collections::BTreeSet::new();
     ids.iter().any(|&id| id != 0 && !seen.insert(id))
@@ -264,10 +273,8 @@ impl NcclReducer {
         let element_size = buffer.kind().elt_size_in_bytes() as i64;
         let base = buffer.data_ptr() as *mut u8;
         n.group_start()?;
-        let mut offset = 0i64;
-        while offset < total {
-            let count = self.bucket_elements.min(total - offset);
-            // SAFETY: offset + count lies inside the contiguous buffer.
+        for (offset, count) in buckets(total, self.bucket_elements) {
+            // SAFETY: offset + count lies inside the contiguous buffer (see `buckets`).
             let start = unsafe { base.offset((offset * element_size) as isize) };
             n.all_reduce_sum(
                 start.cast(),
@@ -276,7 +283,6 @@ impl NcclReducer {
                 self.comm,
                 self.stream,
             )?;
-            offset += count;
         }
         n.group_end()?;
         c.record(self.done, self.stream)?;
@@ -363,6 +369,18 @@ mod tests {
         assert!(err.to_string().contains("needs a GPU"), "{err}");
         let err = choose("nccl", &topology(2, true, false, false)).unwrap_err();
         assert!(err.to_string().contains("libnccl.so.2"), "{err}");
+    }
+
+    #[test]
+    fn buckets_cover_the_buffer_exactly() {
+        assert_eq!(buckets(10, 4), [(0, 4), (4, 4), (8, 2)]);
+        assert_eq!(buckets(8, 4), [(0, 4), (4, 4)]);
+        assert_eq!(buckets(3, 100), [(0, 3)]);
+        assert!(buckets(0, 4).is_empty());
+        // BERT-base's 110M fp32 gradients in 64 MiB buckets: 7 buckets, the last partial.
+        let b = buckets(110_106_428, 64 << 20 >> 2);
+        assert_eq!(b.len(), 7);
+        assert_eq!(b.iter().map(|&(_, n)| n).sum::<i64>(), 110_106_428);
     }
 
     #[test]
