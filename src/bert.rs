@@ -358,24 +358,37 @@ impl Bert {
         nsp_labels: &Tensor,
         train: bool,
     ) -> Losses {
-        // The labelled positions first: `nonzero` waits for the device, and here it waits
-        // only for the labels' copy, not for the encoder.
+        // `nonzero` waits for the device: the trainer passes the positions from the host
+        // instead (`pretraining_sums_at`).
         let flat_labels = mlm_labels.view([-1]);
         let positions = flat_labels.ne(-100).nonzero().squeeze_dim(1);
         let targets = flat_labels.index_select(0, &positions);
+        self.pretraining_sums_at(batch, &positions, &targets, nsp_labels, train)
+    }
+
+    /// `pretraining_sums` with the labelled positions given: `positions` index the
+    /// flattened [batch x seq] tokens, `targets` are their original ids.
+    pub fn pretraining_sums_at(
+        &self,
+        batch: &Batch<'_>,
+        positions: &Tensor,
+        targets: &Tensor,
+        nsp_labels: &Tensor,
+        train: bool,
+    ) -> Losses {
         let encoded = self.encode(batch, train, false);
         let h = self.config.hidden_size;
-        let hidden = encoded.sequence.view([-1, h]).index_select(0, &positions);
+        let hidden = encoded.sequence.view([-1, h]).index_select(0, positions);
         let logits = self.mlm_logits(&hidden);
         let sum = tch::Reduction::Sum;
-        let mlm = logits.cross_entropy_loss::<Tensor>(&targets, None, sum, -100, 0.0);
+        let mlm = logits.cross_entropy_loss::<Tensor>(targets, None, sum, -100, 0.0);
         let nsp_logits = self.nsp_logits(&encoded.pooled);
         let nsp = nsp_logits.cross_entropy_loss::<Tensor>(nsp_labels, None, sum, -100, 0.0);
         Losses {
             total: &mlm + &nsp,
             mlm_correct: logits
                 .argmax(-1, false)
-                .eq_tensor(&targets)
+                .eq_tensor(targets)
                 .sum(Kind::Int64),
             mlm_count: Tensor::from(targets.size()[0]),
             nsp_correct: nsp_logits

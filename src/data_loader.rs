@@ -31,7 +31,10 @@ pub struct TensorBatch {
     pub input_ids: Tensor,
     pub token_type_ids: Tensor,
     pub attention_mask: Tensor,
-    pub mlm_labels: Tensor,
+    /// The masked positions as indices into the flattened [batch x seq] tokens, and their
+    /// original ids: computed here so that the trainer never asks the device for them.
+    pub mlm_positions: Tensor,
+    pub mlm_targets: Tensor,
     pub nsp_labels: Tensor,
     /// Real (non-padding) tokens in the batch.
     pub tokens: i64,
@@ -46,7 +49,8 @@ impl TensorBatch {
             input_ids: f(&self.input_ids),
             token_type_ids: f(&self.token_type_ids),
             attention_mask: f(&self.attention_mask),
-            mlm_labels: f(&self.mlm_labels),
+            mlm_positions: f(&self.mlm_positions),
+            mlm_targets: f(&self.mlm_targets),
             nsp_labels: f(&self.nsp_labels),
             tokens: self.tokens,
             sequences: self.sequences,
@@ -197,12 +201,19 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
         tokens += e.input_ids.len() as i64;
     }
     let shape = [b as i64, t as i64];
-    let masked = labels.iter().filter(|&&l| l != -100).count() as i64;
+    let (positions, targets): (Vec<i64>, Vec<i64>) = labels
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l != -100)
+        .map(|(i, &l)| (i as i64, l))
+        .unzip();
+    let masked = positions.len() as i64;
     TensorBatch {
         input_ids: Tensor::from_slice(&ids).view(shape),
         token_type_ids: Tensor::from_slice(&types).view(shape),
         attention_mask: Tensor::from_slice(&mask).view(shape),
-        mlm_labels: Tensor::from_slice(&labels).view(shape),
+        mlm_positions: Tensor::from_slice(&positions),
+        mlm_targets: Tensor::from_slice(&targets),
         nsp_labels: Tensor::from_slice(&examples.iter().map(|e| e.nsp_label).collect::<Vec<_>>()),
         tokens,
         sequences: b as i64,
@@ -264,4 +275,33 @@ pub fn prefetch(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(ids: &[i64], labels: &[i64]) -> Example {
+        Example {
+            input_ids: ids.to_vec(),
+            token_type_ids: vec![0; ids.len()],
+            mlm_labels: labels.to_vec(),
+            nsp_label: 1,
+        }
+    }
+
+    #[test]
+    fn collate_pads_and_lists_the_masked_positions_of_the_padded_batch() {
+        let batch = collate(&[
+            example(&[101, 103, 7, 102], &[-100, 55, -100, -100]),
+            example(&[101, 103, 102], &[-100, 66, -100]),
+        ]);
+        assert_eq!(batch.input_ids.size(), [2, 4]);
+        assert_eq!((batch.tokens, batch.sequences, batch.masked), (7, 2, 2));
+        // Row 1 starts at 4 in the flattened [2 x 4] batch.
+        assert_eq!(Vec::<i64>::try_from(&batch.mlm_positions).unwrap(), [1, 5]);
+        assert_eq!(Vec::<i64>::try_from(&batch.mlm_targets).unwrap(), [55, 66]);
+        let mask = Vec::<i64>::try_from(batch.attention_mask.view([-1])).unwrap();
+        assert_eq!(mask, [1, 1, 1, 1, 1, 1, 1, 0]);
+    }
 }

@@ -408,7 +408,13 @@ fn batch_sums(bert: &Bert, b: &TensorBatch, device: Device, train: bool) -> crat
         token_type_ids: &b.token_type_ids,
         attention_mask: &b.attention_mask,
     };
-    bert.pretraining_sums(&batch, &b.mlm_labels, &b.nsp_labels, train)
+    bert.pretraining_sums_at(
+        &batch,
+        &b.mlm_positions,
+        &b.mlm_targets,
+        &b.nsp_labels,
+        train,
+    )
 }
 
 /// One optimizer step's forward and backward passes over this rank's micro-batches, the
