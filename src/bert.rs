@@ -386,10 +386,7 @@ impl Bert {
         let nsp = nsp_logits.cross_entropy_loss::<Tensor>(nsp_labels, None, sum, -100, 0.0);
         Losses {
             total: &mlm + &nsp,
-            mlm_correct: logits
-                .argmax(-1, false)
-                .eq_tensor(targets)
-                .sum(Kind::Int64),
+            mlm_correct: logits.argmax(-1, false).eq_tensor(targets).sum(Kind::Int64),
             mlm_count: Tensor::from(targets.size()[0]),
             nsp_correct: nsp_logits
                 .argmax(-1, false)
