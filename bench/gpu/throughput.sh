@@ -4,6 +4,8 @@
 # bf16, at seq 128 x batch 256 and seq 512 x batch 32, in one run on one GPU.
 #
 #   bench/gpu/throughput.sh [STEPS]        (default 60 timed-and-logged steps per run)
+#   SHAPES="128 256 20" bench/gpu/throughput.sh    (one shape: "SEQ BATCH PREDICTIONS";
+#                                                   ';' between several)
 #
 # Needs: a GPU machine with python3 + torch 2.11 + transformers, and the release binaries
 # (cargo build --release --workspace) in target/release or $BIOBERT_BIN. The corpus is
@@ -39,7 +41,8 @@ peak_memory() {
   return $rc
 }
 
-for shape in "128 256 20" "512 32 80"; do
+IFS=';' read -r -a SHAPE_LIST <<< "${SHAPES:-128 256 20;512 32 80}"
+for shape in "${SHAPE_LIST[@]}"; do
   read -r SEQ BATCH PRED <<< "$shape"
   RUN=$WORK/run-$SEQ
   rm -rf "$RUN"
