@@ -184,29 +184,22 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
         .max()
         .unwrap_or(1);
     let b = examples.len();
-    let (mut ids, mut types, mut mask, mut labels) = (
-        vec![0i64; b * t],
-        vec![0i64; b * t],
-        vec![0i64; b * t],
-        vec![-100i64; b * t],
-    );
+    let (mut ids, mut types, mut mask) = (vec![0i64; b * t], vec![0i64; b * t], vec![0i64; b * t]);
+    let (mut positions, mut targets) = (Vec::new(), Vec::new());
     let mut tokens = 0i64;
     for (i, e) in examples.iter().enumerate() {
         for (j, &id) in e.input_ids.iter().enumerate() {
             ids[i * t + j] = id;
             types[i * t + j] = e.token_type_ids[j];
             mask[i * t + j] = 1;
-            labels[i * t + j] = e.mlm_labels[j];
+            if e.mlm_labels[j] != -100 {
+                positions.push((i * t + j) as i64);
+                targets.push(e.mlm_labels[j]);
+            }
         }
         tokens += e.input_ids.len() as i64;
     }
     let shape = [b as i64, t as i64];
-    let (positions, targets): (Vec<i64>, Vec<i64>) = labels
-        .iter()
-        .enumerate()
-        .filter(|(_, &l)| l != -100)
-        .map(|(i, &l)| (i as i64, l))
-        .unzip();
     let masked = positions.len() as i64;
     TensorBatch {
         input_ids: Tensor::from_slice(&ids).view(shape),

@@ -46,22 +46,20 @@ impl Distributed {
 
     /// Sums `values` across the ranks, in place.
     pub fn all_reduce_f64(&self, values: &mut [f64]) {
-        if self.size == 1 {
-            return;
-        }
-        let send = values.to_vec();
-        self.world
-            .all_reduce_into(&send[..], values, SystemOperation::sum());
+        self.all_reduce_op(values, SystemOperation::sum());
     }
 
     /// The element-wise maximum of `values` across the ranks, in place.
     pub fn all_reduce_max_f64(&self, values: &mut [f64]) {
+        self.all_reduce_op(values, SystemOperation::max());
+    }
+
+    fn all_reduce_op(&self, values: &mut [f64], op: SystemOperation) {
         if self.size == 1 {
             return;
         }
         let send = values.to_vec();
-        self.world
-            .all_reduce_into(&send[..], values, SystemOperation::max());
+        self.world.all_reduce_into(&send[..], values, op);
     }
 
     /// Sums the flat fp32 gradient buffer across the ranks, in place, over MPI (through

@@ -44,12 +44,13 @@ pub fn decays(name: &str) -> bool {
 
 impl Optimizer {
     pub fn new(flat: FlatParameters, config: &TrainConfig) -> Optimizer {
+        // The decayed parameters lead the buffers (FlatParameters' layout).
         let lengths: Vec<i64> = flat
-            .names
+            .params
             .iter()
-            .zip(&flat.params)
-            .filter(|(n, _)| decays(n))
-            .map(|(_, p)| p.numel() as i64)
+            .zip(&flat.offsets)
+            .take_while(|(_, &offset)| offset < flat.decayed)
+            .map(|(p, _)| p.numel() as i64)
             .collect();
         Optimizer {
             lamb: config.optimizer == "lamb",
@@ -84,11 +85,10 @@ impl Optimizer {
     }
 
     pub fn step(&mut self, lr: f64) -> Result<()> {
+        self.steps += 1;
         if self.fused {
-            self.steps += 1;
             return self.fused_step(lr);
         }
-        self.steps += 1;
         let t = self.steps as i32;
         let (c1, c2) = if self.bias_correction {
             (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))

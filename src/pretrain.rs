@@ -439,23 +439,16 @@ fn train_step(
     ];
     dist.all_reduce_f64(&mut counts);
     let [masked, sequences] = counts;
-    let mut device_sums: Option<Tensor> = None;
+    let mut device_sums = Tensor::zeros([4], (tch::Kind::Double, device));
     for b in micro_batches {
         let s = batch_sums(bert, b, device, true);
         (&s.mlm / masked.max(1.0) + &s.nsp / sequences.max(1.0)).backward();
-        let v = sums_tensor(&s);
-        device_sums = Some(match device_sums {
-            Some(acc) => acc + v,
-            None => v,
-        });
+        device_sums += sums_tensor(&s);
     }
     reducer.all_reduce(dist, &optimizer.flat.grad)?;
     let norm = optimizer.grad_norm().to_kind(tch::Kind::Double).view([1]);
-    let read = match device_sums {
-        Some(v) => Tensor::cat(&[v, norm], 0),
-        None => Tensor::cat(&[Tensor::zeros([4], (tch::Kind::Double, device)), norm], 0),
-    };
-    let read = Vec::<f64>::try_from(read.to_device(Device::Cpu)).expect("five f64 values");
+    let read = Tensor::cat(&[device_sums, norm], 0).to_device(Device::Cpu);
+    let read = Vec::<f64>::try_from(read).expect("five f64 values");
     let tokens = micro_batches.iter().map(|b| b.tokens as f64).sum::<f64>();
     let mut sums = [read[0], read[1], read[2], read[3], tokens];
     dist.all_reduce_f64(&mut sums);

@@ -20,8 +20,9 @@ fn read(path: &Path) -> HashMap<String, Tensor> {
         .collect()
 }
 
-#[test]
-fn embed_matches_transformers_on_a_real_pretrained_bert() {
+/// `biobert embed` of the fixture sentences with all-MiniLM-L6-v2 and `args`, read back,
+/// beside transformers' features of the same sentences.
+fn embed_minilm(args: &[&str]) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("features.safetensors");
     run_ok(
@@ -33,12 +34,17 @@ fn embed_matches_transformers_on_a_real_pretrained_bert() {
             .arg(fixtures().join("embed_sentences.txt"))
             .arg("--output")
             .arg(&out)
-            .args(["--layers=-1,3", "--device", "cpu", "--batch-size", "3"]),
+            .args(args),
     );
-    let (ours, theirs) = (
+    (
         read(&out),
         read(&fixtures().join("embed_expected.safetensors")),
-    );
+    )
+}
+
+#[test]
+fn embed_matches_transformers_on_a_real_pretrained_bert() {
+    let (ours, theirs) = embed_minilm(&["--layers=-1,3", "--device", "cpu", "--batch-size", "3"]);
     assert!(
         ours["input_ids"].equal(&theirs["input_ids"]),
         "tokenisation differs"
@@ -56,23 +62,7 @@ fn embed_matches_transformers_on_a_real_pretrained_bert() {
 /// bf16 matrix products stay within 1e-2 relative error (Frobenius) of transformers' fp32.
 #[test]
 fn embed_in_bf16_follows_fp32() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("features.safetensors");
-    run_ok(
-        biobert()
-            .arg("embed")
-            .arg("--model")
-            .arg(minilm_dir())
-            .arg("--input")
-            .arg(fixtures().join("embed_sentences.txt"))
-            .arg("--output")
-            .arg(&out)
-            .args(["--device", "cpu", "--precision", "bf16"]),
-    );
-    let (ours, theirs) = (
-        read(&out),
-        read(&fixtures().join("embed_expected.safetensors")),
-    );
+    let (ours, theirs) = embed_minilm(&["--device", "cpu", "--precision", "bf16"]);
     let (a, b) = (&ours["layer.-1"], &theirs["layer.-1"]);
     let relative = (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
     assert!(relative < 1e-2, "bf16 vs fp32: relative error {relative}");
