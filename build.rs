@@ -1,6 +1,6 @@
 //! Gives the binaries an rpath to the real torch lib folder that `launch/setup.sh` recorded,
 //! so that they run on the machine that built them with no LD_LIBRARY_PATH, and compiles the
-//! small C++ shim (src/shim/) against the headers of the libtorch that tch links.
+//! small C and C++ shims (src/shim/) against the headers of the libtorch that tch links.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=BIOBERT_TORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=src/shim/fused_adamw.cpp");
+    println!("cargo:rerun-if-changed=src/shim/pinned_memory.cpp");
+    println!("cargo:rerun-if-changed=src/shim/mpi_in_place.c");
     if let Ok(dir) = std::env::var("BIOBERT_TORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }
@@ -18,10 +20,20 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("src/shim/fused_adamw.cpp")
+        .file("src/shim/pinned_memory.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
         .compile("biobert_shim");
+    // MPI_IN_PLACE from the mpi.h that rsmpi (mpi-sys) builds against, found the same way.
+    let mpi = build_probe_mpi::probe()
+        .unwrap_or_else(|e| panic!("MPI not found ({e:?}): run ./launch/setup.sh once"));
+    let mut c = cc::Build::new();
+    c.file("src/shim/mpi_in_place.c");
+    for dir in &mpi.include_paths {
+        c.include(dir);
+    }
+    c.compile("biobert_mpi_shim");
 }

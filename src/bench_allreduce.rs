@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::distributed::Distributed;
 use crate::gradient_all_reduce::GradientAllReduce;
@@ -52,13 +52,11 @@ pub fn run(args: &BenchAllreduceArgs) -> Result<()> {
 }
 
 fn bench(dist: &Distributed, args: &BenchAllreduceArgs) -> Result<()> {
-    let gpus = tch::Cuda::device_count() as usize;
-    let device = match (args.device.as_str(), gpus) {
-        ("cpu", _) | ("auto", 0) => Device::Cpu,
-        ("cuda", 0) => anyhow::bail!("--device cuda: no GPU is visible"),
-        ("cuda" | "auto", n) => Device::Cuda(dist.local_rank % n),
-        (other, _) => anyhow::bail!("--device {other:?}: expected auto, cpu or cuda"),
-    };
+    let choice = crate::device_selection::select(&args.device, dist.local_rank)?;
+    if let (Some(note), true) = (&choice.note, dist.is_root()) {
+        println!("{note}");
+    }
+    let device = choice.device;
     let config = DistributedConfig {
         backend: args.backend.clone(),
         reduce_dtype: args.reduce_dtype.clone(),
@@ -75,11 +73,15 @@ fn bench(dist: &Distributed, args: &BenchAllreduceArgs) -> Result<()> {
             "{:>12} {:>12} {:>14} {:>14}",
             "bytes", "time (ms)", "algbw (GB/s)", "busbw (GB/s)"
         );
+        if dist.size == 1 {
+            println!("(one rank: nothing crosses a link, so there is no bus bandwidth; the times are the collective's fixed cost)");
+        }
     }
     let mut bytes = args.min_bytes.max(4);
     while bytes <= args.max_bytes {
         let grad = Tensor::ones([(bytes / 4) as i64], (Kind::Float, device));
         reducer.all_reduce(dist, &grad)?;
+        reducer.synchronize(dist, &grad)?;
         // Each rank contributed ones: every element must now be the rank count.
         let (low, high) = (grad.min().double_value(&[]), grad.max().double_value(&[]));
         if low != dist.size as f64 || high != dist.size as f64 {
@@ -93,14 +95,21 @@ fn bench(dist: &Distributed, args: &BenchAllreduceArgs) -> Result<()> {
         for _ in 0..args.iterations {
             reducer.all_reduce(dist, &grad)?;
         }
+        // The sums are queued on the GPU; wait for them before reading the clock.
+        reducer.synchronize(dist, &grad)?;
         dist.barrier();
         let seconds = started.elapsed().as_secs_f64() / args.iterations as f64;
         let n = dist.size as f64;
         let algbw = bytes as f64 / seconds / 1e9;
         let busbw = algbw * 2.0 * (n - 1.0) / n;
         if dist.is_root() {
+            let busbw = if dist.size > 1 {
+                format!("{busbw:.3}")
+            } else {
+                "-".to_string()
+            };
             println!(
-                "{bytes:>12} {:>12.6} {algbw:>14.3} {busbw:>14.3}",
+                "{bytes:>12} {:>12.6} {algbw:>14.3} {busbw:>14}",
                 seconds * 1e3
             );
         }

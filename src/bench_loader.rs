@@ -41,7 +41,7 @@ pub struct BenchLoaderArgs {
 pub fn run(args: &BenchLoaderArgs) -> Result<()> {
     let config = RunConfig::load(&args.config, &args.set)?;
     let corpus = Arc::new(Corpus::open(&config.data_path(args.data.as_ref())?)?);
-    let device = crate::embed::parse_device(&args.device)?;
+    let device = crate::device_selection::parse(&args.device)?;
     let (mut sampler, _) = data_loader::samplers(&corpus, &config.data)?;
     let layout = Layout {
         micro_batch: config.train.micro_batch_size as u64,
@@ -60,11 +60,13 @@ pub fn run(args: &BenchLoaderArgs) -> Result<()> {
     // The trainer's prefetch thread, timed from the consumer's side.
     let batches = data_loader::prefetch(sampler, layout, 0, args.steps, 4, device);
     let started = Instant::now();
-    let (mut sequences, mut tokens) = (0i64, 0i64);
+    let (mut sequences, mut tokens, mut padding, mut padded_batches) = (0i64, 0i64, 0i64, 0);
     for _ in 0..args.steps {
-        let step = batches.recv().context("the data loader stopped")?;
+        let step = batches.recv().context("the data loader stopped")??;
         sequences += step.iter().map(|b| b.sequences).sum::<i64>();
         tokens += step.iter().map(|b| b.tokens).sum::<i64>();
+        padding += step.iter().map(|b| b.padding()).sum::<i64>();
+        padded_batches += step.iter().filter(|b| b.has_padding()).count();
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
@@ -75,6 +77,15 @@ pub fn run(args: &BenchLoaderArgs) -> Result<()> {
         sequences as f64 / seconds,
         tokens as f64 / seconds,
         1e3 * seconds / args.steps as f64
+    );
+    // What attention and the feed-forward layers spend on padding: batches are padded to
+    // their longest sequence, and a batch with any padding cannot take the flash kernel.
+    let micro_batches = args.steps * layout.accumulation;
+    println!(
+        "padding: {:.1}% of the collated positions; {padded_batches} of {micro_batches} micro-batches padded; mean length {:.1} of {}",
+        100.0 * padding as f64 / (tokens + padding).max(1) as f64,
+        tokens as f64 / sequences.max(1) as f64,
+        config.data.max_seq_len
     );
     Ok(())
 }

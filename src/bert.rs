@@ -98,11 +98,13 @@ pub struct Encoded {
     pub hidden_states: Vec<Tensor>,
 }
 
-/// One batch. `attention_mask` is 1 for real tokens and 0 for padding.
+/// One batch. `attention_mask` is 1 for real tokens and 0 for padding, or `None` when no
+/// position is padding (the caller knows that on the host): SDPA then gets no mask, which
+/// lets it take the flash-attention kernel, as Hugging Face does for unpadded batches.
 pub struct Batch<'a> {
     pub input_ids: &'a Tensor,
     pub token_type_ids: &'a Tensor,
-    pub attention_mask: &'a Tensor,
+    pub attention_mask: Option<&'a Tensor>,
 }
 
 /// The pretraining losses (means, or sums from `pretraining_sums`); `Tensor`s stay on the
@@ -252,13 +254,15 @@ impl Bert {
             + e.token_type.forward(batch.token_type_ids);
         x = self.norm(&e.norm, &x).dropout(c.hidden_dropout_prob, train);
         // SDPA's boolean mask: true where a query may attend, broadcast over heads and queries.
-        let mask = batch.attention_mask.to_kind(Kind::Bool).view([b, 1, 1, t]);
+        let mask = batch
+            .attention_mask
+            .map(|m| m.to_kind(Kind::Bool).view([b, 1, 1, t]));
         let mut hidden_states = Vec::new();
         if keep_hidden {
             hidden_states.push(x.shallow_clone());
         }
         for layer in &self.layers {
-            x = self.layer(layer, &x, &mask, train);
+            x = self.layer(layer, &x, mask.as_ref(), train);
             if keep_hidden {
                 hidden_states.push(x.shallow_clone());
             }
@@ -271,7 +275,7 @@ impl Bert {
         }
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn layer(&self, l: &Layer, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
         let c = &self.config;
         let (b, t, h) = x.size3().expect("[batch, seq, hidden]");
         let (heads, dim) = (c.num_attention_heads, c.head_dim());
@@ -287,19 +291,11 @@ impl Bert {
         } else {
             0.0
         };
-        let context = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(mask),
-            dropout,
-            false,
-            None,
-            false,
-        )
-        .transpose(1, 2)
-        .contiguous()
-        .view([b, t, h]);
+        let context =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, None, false)
+                .transpose(1, 2)
+                .contiguous()
+                .view([b, t, h]);
         let projected = self.lin(&l.attention_output, &context);
         let attended = self.norm(
             &l.attention_norm,
@@ -395,5 +391,67 @@ impl Bert {
             mlm,
             nsp,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> (nn::VarStore, Bert) {
+        tch::manual_seed(7);
+        let mut config = BertConfig::base(50);
+        config.hidden_size = 16;
+        config.num_hidden_layers = 2;
+        config.num_attention_heads = 2;
+        config.intermediate_size = 32;
+        config.max_position_embeddings = 16;
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let bert = Bert::new(&vs.root(), &config);
+        (vs, bert)
+    }
+
+    #[test]
+    fn an_unpadded_batch_without_a_mask_equals_the_masked_path() {
+        let (_vs, bert) = tiny();
+        let ids = Tensor::randint(50, [3, 9], (Kind::Int64, tch::Device::Cpu));
+        let types = ids.zeros_like();
+        let ones = ids.ones_like();
+        let encode = |mask: Option<&Tensor>| {
+            let batch = Batch {
+                input_ids: &ids,
+                token_type_ids: &types,
+                attention_mask: mask,
+            };
+            tch::no_grad(|| bert.encode(&batch, false, false).sequence)
+        };
+        let (masked, unmasked) = (encode(Some(&ones)), encode(None));
+        let diff = (masked - unmasked).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[test]
+    fn the_mask_still_hides_padding() {
+        let (_vs, bert) = tiny();
+        let ids = Tensor::randint(50, [2, 6], (Kind::Int64, tch::Device::Cpu));
+        let types = ids.zeros_like();
+        let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]).view([2, 6]);
+        let encode = |ids: &Tensor| {
+            let batch = Batch {
+                input_ids: ids,
+                token_type_ids: &types,
+                attention_mask: Some(&mask),
+            };
+            tch::no_grad(|| bert.encode(&batch, false, false).sequence)
+        };
+        // Other ids in the padding of sequence 0 change nothing of its real positions.
+        let other = ids.copy();
+        let _ = other.get(0).narrow(0, 4, 2).fill_(3);
+        let (a, b) = (encode(&ids), encode(&other));
+        let diff = (a.get(0).narrow(0, 0, 4) - b.get(0).narrow(0, 0, 4))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-6, "{diff}");
     }
 }

@@ -12,6 +12,7 @@ use tch::{Device, Tensor};
 
 use crate::corpus::Corpus;
 use crate::instances::{self, Example, Instance, InstanceConfig, SpecialTokens};
+use crate::pinned_memory;
 use crate::run_config::DataConfig;
 
 /// Held-out instances use their own epoch key, so they never depend on training epochs.
@@ -41,35 +42,55 @@ pub struct TensorBatch {
     pub sequences: i64,
     /// Positions with an MLM label.
     pub masked: i64,
+    /// The global index of the batch's first sample: keys the dropout draws of the
+    /// micro-batch, so that ranks differ and a resumed run repeats them.
+    pub first_sample: u64,
 }
 
 impl TensorBatch {
-    fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> TensorBatch {
-        TensorBatch {
-            input_ids: f(&self.input_ids),
-            token_type_ids: f(&self.token_type_ids),
-            attention_mask: f(&self.attention_mask),
-            mlm_positions: f(&self.mlm_positions),
-            mlm_targets: f(&self.mlm_targets),
-            nsp_labels: f(&self.nsp_labels),
+    fn try_map(
+        &self,
+        f: impl Fn(&Tensor) -> anyhow::Result<Tensor>,
+    ) -> anyhow::Result<TensorBatch> {
+        Ok(TensorBatch {
+            input_ids: f(&self.input_ids)?,
+            token_type_ids: f(&self.token_type_ids)?,
+            attention_mask: f(&self.attention_mask)?,
+            mlm_positions: f(&self.mlm_positions)?,
+            mlm_targets: f(&self.mlm_targets)?,
+            nsp_labels: f(&self.nsp_labels)?,
             tokens: self.tokens,
             sequences: self.sequences,
             masked: self.masked,
-        }
+            first_sample: self.first_sample,
+        })
     }
 
-    /// The batch in page-locked host memory, for asynchronous copies to `device`.
-    pub fn pinned(&self, device: Device) -> TensorBatch {
-        self.map(|t| t.pin_memory(device))
+    /// The batch in page-locked host memory, for asynchronous copies to a GPU.
+    pub fn pinned(&self) -> anyhow::Result<TensorBatch> {
+        self.try_map(pinned_memory::pin)
     }
 
     /// The batch on `device`; from pinned memory the copies do not block the host (torch's
     /// host allocator keeps the pinned block until the copy is done).
-    pub fn to_device(&self, device: Device) -> TensorBatch {
-        self.map(|t| {
-            let non_blocking = matches!(device, Device::Cuda(_)) && t.is_pinned(device);
-            t.to_device_(device, t.kind(), non_blocking, false)
+    pub fn to_device(&self, device: Device) -> anyhow::Result<TensorBatch> {
+        self.try_map(|t| {
+            let non_blocking = matches!(device, Device::Cuda(_)) && pinned_memory::is_pinned(t);
+            Ok(t.f_to_device_(device, t.kind(), non_blocking, false)?)
         })
+    }
+
+    /// Whether any sequence is shorter than the batch's width. Without padding the encoder
+    /// passes no attention mask, which lets SDPA take its flash kernel.
+    pub fn has_padding(&self) -> bool {
+        let width = self.input_ids.size().last().copied().unwrap_or(0);
+        self.tokens < self.sequences * width
+    }
+
+    /// Padding positions in the batch as collated (padded to its longest sequence).
+    pub fn padding(&self) -> i64 {
+        let width = self.input_ids.size().last().copied().unwrap_or(0);
+        self.sequences * width - self.tokens
     }
 }
 
@@ -211,6 +232,7 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
         tokens,
         sequences: b as i64,
         masked,
+        first_sample: 0,
     }
 }
 
@@ -237,7 +259,8 @@ impl Layout {
 
 /// Prepares each step's micro-batches on a background thread, `depth` steps ahead. For a
 /// GPU, the batches come in page-locked (pinned) memory, so that the copies to the device
-/// can be asynchronous (`TensorBatch::to_device`).
+/// can be asynchronous (`TensorBatch::to_device`). A batch that cannot be pinned ends the
+/// stream with the error.
 pub fn prefetch(
     mut sampler: Sampler,
     layout: Layout,
@@ -245,24 +268,25 @@ pub fn prefetch(
     last_step: u64,
     depth: usize,
     device: Device,
-) -> Receiver<Vec<TensorBatch>> {
+) -> Receiver<anyhow::Result<Vec<TensorBatch>>> {
     let (tx, rx) = bounded(depth.max(1));
     std::thread::spawn(move || {
         for step in first_step..last_step {
-            let batches: Vec<TensorBatch> = (0..layout.accumulation)
+            let batches: anyhow::Result<Vec<TensorBatch>> = (0..layout.accumulation)
                 .map(|m| {
-                    let examples: Vec<Example> = layout
-                        .samples(step, m)
-                        .map(|s| sampler.example(s))
-                        .collect();
-                    let batch = collate(&examples);
+                    let samples = layout.samples(step, m);
+                    let examples: Vec<Example> =
+                        samples.clone().map(|s| sampler.example(s)).collect();
+                    let mut batch = collate(&examples);
+                    batch.first_sample = samples.start;
                     match device {
-                        Device::Cuda(_) => batch.pinned(device),
-                        _ => batch,
+                        Device::Cuda(_) => batch.pinned(),
+                        _ => Ok(batch),
                     }
                 })
                 .collect();
-            if tx.send(batches).is_err() {
+            let failed = batches.is_err();
+            if tx.send(batches).is_err() || failed {
                 return;
             }
         }
@@ -281,6 +305,19 @@ mod tests {
             mlm_labels: labels.to_vec(),
             nsp_label: 1,
         }
+    }
+
+    #[test]
+    fn a_batch_knows_whether_it_is_padded() {
+        let full = collate(&[
+            example(&[1, 2, 3], &[-100; 3]),
+            example(&[4, 5, 6], &[-100; 3]),
+        ]);
+        assert!(!full.has_padding());
+        assert_eq!(full.padding(), 0);
+        let ragged = collate(&[example(&[1, 2, 3], &[-100; 3]), example(&[4], &[-100])]);
+        assert!(ragged.has_padding());
+        assert_eq!(ragged.padding(), 2);
     }
 
     #[test]

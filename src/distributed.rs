@@ -8,9 +8,9 @@
 use anyhow::Result;
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
+use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::{CommunicatorCollectives, Root};
-use tch::Tensor;
 
 pub struct Distributed {
     _universe: Universe,
@@ -62,21 +62,30 @@ impl Distributed {
         self.world.all_reduce_into(&send[..], values, op);
     }
 
-    /// Sums the flat fp32 gradient buffer across the ranks, in place, over MPI (through
-    /// host memory when it lives on a GPU).
-    pub fn all_reduce_gradients(&self, grad: &Tensor) {
+    /// Sums `data` across the ranks in place (MPI_IN_PLACE: no second buffer), in chunks
+    /// that fit MPI's int count.
+    pub fn sum_f32_in_place(&self, data: &mut [f32]) {
         if self.size == 1 {
             return;
         }
-        let host = grad.to_device(tch::Device::Cpu).contiguous();
-        let local: Vec<f32> = Vec::<f32>::try_from(&host).expect("a flat f32 buffer");
-        let mut summed = vec![0f32; local.len()];
-        self.world
-            .all_reduce_into(&local[..], &mut summed[..], SystemOperation::sum());
-        tch::no_grad(|| {
-            grad.shallow_clone()
-                .copy_(&Tensor::from_slice(&summed).to_device(grad.device()));
-        });
+        extern "C" {
+            fn biobert_mpi_in_place() -> *mut std::ffi::c_void;
+        }
+        for chunk in data.chunks_mut(i32::MAX as usize) {
+            // SAFETY: the chunk is a valid, exclusively borrowed f32 buffer of `len` elements;
+            // MPI_IN_PLACE (from the mpi.h rsmpi is built against) makes it both input and
+            // output; the communicator is this process's world.
+            unsafe {
+                mpi::ffi::MPI_Allreduce(
+                    biobert_mpi_in_place(),
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len() as i32,
+                    mpi::ffi::RSMPI_FLOAT,
+                    mpi::ffi::RSMPI_SUM,
+                    self.world.as_raw(),
+                );
+            }
+        }
     }
 
     /// Every rank's `value`, in rank order.

@@ -50,15 +50,21 @@ pub fn run(args: &DoctorArgs) -> Result<i32> {
         "biobert",
         format!("{} ({})", env!("CARGO_PKG_VERSION"), current_exe()),
     );
+    // Under mpirun, each rank checks only its own GPU (one CUDA context per GPU and rank,
+    // as in training), so MPI comes up first to say which one that is.
+    let dist = if args.mpi {
+        Some(Distributed::init()?)
+    } else {
+        None
+    };
     check_torch(&mut report);
     check_threads(&mut report);
-    let devices = check_cuda(&mut report);
+    let devices = check_cuda(&mut report, dist.as_ref().map(|d| d.local_rank));
     check_mpi_library(&mut report);
     check_nccl(&mut report, devices);
-    let all_ok = if args.mpi {
-        check_mpi_all_reduce(&mut report, devices)?
-    } else {
-        report.problems.is_empty()
+    let all_ok = match &dist {
+        Some(dist) => check_mpi_all_reduce(&mut report, dist, devices)?,
+        None => report.problems.is_empty(),
     };
     let rank0 = !args.mpi || report.lines.iter().any(|l| l.starts_with("all-reduce"));
     if rank0 {
@@ -121,8 +127,9 @@ fn check_threads(report: &mut Report) {
     );
 }
 
-/// Reports the CUDA state; returns the number of usable devices.
-fn check_cuda(report: &mut Report) -> usize {
+/// Reports the CUDA state; returns the number of usable devices. With `local_rank`, only
+/// that rank's GPU is exercised.
+fn check_cuda(report: &mut Report, local_rank: Option<usize>) -> usize {
     let driver = CudaDriver::open();
     match torch_runtime::init() {
         CudaLibrary::Loaded(path) => {
@@ -182,10 +189,19 @@ fn check_cuda(report: &mut Report) -> usize {
     }
     report.line("cuda", format!("available, {count} device(s)"));
     let infos = driver.devices().unwrap_or_default();
-    for ordinal in 0..count {
+    for ordinal in gpus_to_check(count, local_rank) {
         check_device(report, ordinal, infos.get(ordinal));
     }
     count
+}
+
+/// Every GPU for a plain `doctor`; under mpirun, the one that rank trains on.
+fn gpus_to_check(count: usize, local_rank: Option<usize>) -> Vec<usize> {
+    match local_rank {
+        Some(r) if count > 0 => vec![r % count],
+        Some(_) => Vec::new(),
+        None => (0..count).collect(),
+    }
 }
 
 fn check_device(report: &mut Report, ordinal: usize, info: Option<&DeviceInfo>) {
@@ -268,8 +284,11 @@ fn check_nccl(report: &mut Report, cuda_devices: usize) {
 /// then sums a gradient-sized buffer through the trainer's own all-reduce (NCCL when every
 /// rank has a GPU of its own). Returns whether every rank is healthy. Only rank 0 gets the
 /// "all-reduce" lines.
-fn check_mpi_all_reduce(report: &mut Report, cuda_devices: usize) -> Result<bool> {
-    let dist = Distributed::init()?;
+fn check_mpi_all_reduce(
+    report: &mut Report,
+    dist: &Distributed,
+    cuda_devices: usize,
+) -> Result<bool> {
     let leader = if dist.local_rank == 0 { 1.0 } else { 0.0 };
     let unhealthy = if report.problems.is_empty() { 0.0 } else { 1.0 };
     let mut sum = [1.0f64, dist.rank as f64, leader, unhealthy];
@@ -300,7 +319,7 @@ fn check_mpi_all_reduce(report: &mut Report, cuda_devices: usize) -> Result<bool
         report.problem("the MPI all-reduce returned a wrong sum");
         return Ok(false);
     }
-    let gradients_ok = check_gradient_all_reduce(report, &dist, cuda_devices);
+    let gradients_ok = check_gradient_all_reduce(report, dist, cuda_devices);
     Ok(sum[3] == 0.0 && gradients_ok)
 }
 
@@ -327,6 +346,7 @@ fn check_gradient_all_reduce(report: &mut Report, dist: &Distributed, cuda_devic
         let mut reducer = GradientAllReduce::new(dist, &config, device)?;
         let grad = Tensor::ones([1 << 22], (Kind::Float, device));
         reducer.all_reduce(dist, &grad)?;
+        reducer.synchronize(dist, &grad)?;
         let (low, high) = (grad.min().double_value(&[]), grad.max().double_value(&[]));
         Ok((reducer.backend.to_string(), low, high))
     })();
@@ -360,4 +380,18 @@ fn check_gradient_all_reduce(report: &mut Report, dist: &Distributed, cuda_devic
         report.problem("the gradient all-reduce returned wrong sums");
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rank_checks_its_own_gpu_only() {
+        assert_eq!(gpus_to_check(8, None), (0..8).collect::<Vec<_>>());
+        assert_eq!(gpus_to_check(8, Some(3)), [3]);
+        // Two ranks sharing one GPU each check it once, not twice each.
+        assert_eq!(gpus_to_check(1, Some(1)), [0]);
+        assert!(gpus_to_check(0, Some(0)).is_empty());
+    }
 }

@@ -17,6 +17,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::bert::{Batch, Bert};
+use crate::device_selection;
 use crate::hf_checkpoint;
 use corpus_tools::tokenizer::WordPieceTokenizer;
 
@@ -60,20 +61,8 @@ pub enum Precision {
     Bf16,
 }
 
-pub fn parse_device(spec: &str) -> Result<Device> {
-    Ok(match spec {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        s => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Device::Cuda(n),
-            None => bail!("--device {s:?}: expected auto, cpu, cuda or cuda:N"),
-        },
-    })
-}
-
 pub fn run(args: &EmbedArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = device_selection::parse(&args.device)?;
     let config = hf_checkpoint::read_config(&args.model)?;
     let vs = VarStore::new(Device::Cpu);
     let mut bert = Bert::new(&vs.root(), &config);
@@ -214,12 +203,13 @@ fn embed_batch(
     let shape = [batch.len() as i64, t];
     let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
     let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
+    let padded = batch.iter().any(|s| (s.len() as i64) < t);
     let types = ids.zeros_like();
     let encoded = bert.encode(
         &Batch {
             input_ids: &ids,
             token_type_ids: &types,
-            attention_mask: &mask,
+            attention_mask: padded.then_some(&mask),
         },
         false,
         true,

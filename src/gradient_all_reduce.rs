@@ -3,14 +3,19 @@
 //!
 //! - NCCL on GPU ranks: a communicator bootstrapped by broadcasting rank 0's unique id over
 //!   MPI (as Horovod and llm.c do); the buffer is summed in buckets on a stream of our own,
-//!   ordered against torch's stream by events, optionally in bf16; a watchdog polls NCCL's
-//!   asynchronous errors and ends a collective that outlives `distributed.timeout_s`.
+//!   ordered against torch's stream by events, optionally in bf16. The host does not wait
+//!   for the sums: a watchdog thread polls NCCL's asynchronous errors and aborts a
+//!   collective that outlives `distributed.timeout_s` (which unblocks the GPU), and the
+//!   trainer asks `check` after the step's one read from the device.
 //! - MPI on CPU ranks, and on GPU ranks that share a GPU (NCCL refuses two ranks on one
-//!   device): the buffer through host memory.
+//!   device): summed in place (MPI_IN_PLACE), on a GPU through one pinned host buffer.
 //!
 //! The gradients are already normalised by the global batch, so a plain sum is the
 //! gradient of one large batch.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -103,6 +108,8 @@ pub fn choose(requested: &str, topology: &Topology) -> Result<Backend> {
 pub struct GradientAllReduce {
     pub backend: Backend,
     nccl: Option<NcclReducer>,
+    /// The pinned host copy of a GPU gradient buffer for the MPI backend (allocated once).
+    host: Option<Tensor>,
 }
 
 impl GradientAllReduce {
@@ -123,20 +130,84 @@ impl GradientAllReduce {
             (Backend::Nccl, Err(e), _) => bail!("NCCL: {e}"),
             _ => None,
         };
-        Ok(GradientAllReduce { backend, nccl })
+        Ok(GradientAllReduce {
+            backend,
+            nccl,
+            host: None,
+        })
     }
 
-    /// Sums `grad` (the flat fp32 gradient buffer) across the ranks, in place.
+    /// Sums `grad` (the flat fp32 gradient buffer) across the ranks, in place. With NCCL the
+    /// sums are queued on the GPU and this returns at once; `check` reports their failure.
     pub fn all_reduce(&mut self, dist: &Distributed, grad: &Tensor) -> Result<()> {
         match (&mut self.nccl, self.backend) {
             (Some(nccl), _) => nccl.all_reduce(grad),
-            (None, Backend::Mpi) => {
-                dist.all_reduce_gradients(grad);
-                Ok(())
-            }
+            (None, Backend::Mpi) => self.mpi_all_reduce(dist, grad),
             _ => Ok(()),
         }
     }
+
+    /// The error of a failed or timed-out NCCL collective, if one happened. Call after the
+    /// host has waited on the device (the step's read), so that the last sums are covered.
+    pub fn check(&self) -> Result<()> {
+        match &self.nccl {
+            Some(nccl) => nccl.watchdog.check(),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the queued sums are done (or failed): for timing and tests.
+    pub fn synchronize(&self, dist: &Distributed, grad: &Tensor) -> Result<()> {
+        if let Device::Cuda(gpu) = grad.device() {
+            tch::Cuda::synchronize(gpu as i64);
+        }
+        dist.barrier();
+        self.check()
+    }
+
+    /// MPI's sum, in place: a CPU buffer directly; a GPU buffer through one pinned host
+    /// buffer (one copy down, one up, no pageable staging).
+    fn mpi_all_reduce(&mut self, dist: &Distributed, grad: &Tensor) -> Result<()> {
+        if dist.size == 1 {
+            return Ok(());
+        }
+        if grad.device() == Device::Cpu {
+            sum_in_place(dist, grad);
+            return Ok(());
+        }
+        let fits = self
+            .host
+            .as_ref()
+            .is_some_and(|h| h.numel() == grad.numel());
+        if !fits {
+            let host = Tensor::f_empty([grad.numel() as i64], (Kind::Float, Device::Cpu))?;
+            self.host = Some(crate::pinned_memory::pin(&host)?);
+        }
+        let host = self.host.as_ref().expect("allocated above");
+        tch::no_grad(|| -> Result<()> {
+            // Blocking: MPI needs the values on the host.
+            host.shallow_clone().f_copy_(grad)?;
+            sum_in_place(dist, host);
+            // From pinned memory the copy up is asynchronous on torch's stream, ahead of the
+            // optimizer; the host buffer is not written again before the next step's copy
+            // down, which waits for it.
+            grad.shallow_clone()
+                .f_copy_(host)
+                .map_err(anyhow::Error::from)
+        })
+    }
+}
+
+/// MPI_Allreduce(MPI_IN_PLACE) over a contiguous fp32 CPU tensor.
+fn sum_in_place(dist: &Distributed, t: &Tensor) {
+    assert!(
+        t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous(),
+        "a contiguous fp32 host buffer"
+    );
+    // SAFETY: the tensor owns numel contiguous f32 values on the host, and nothing else
+    // reads or writes them during the call.
+    let data = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) };
+    dist.sum_f32_in_place(data);
 }
 
 /// A number naming this rank's physical GPU: a hash of the host name and the device's PCI
@@ -175,9 +246,8 @@ fn has_duplicates(ids: &[u64]) -> bool {
 }
 
 struct NcclReducer {
-    nccl: Nccl,
-    cuda: CudaRuntime,
-    comm: Comm,
+    nccl: Arc<Nccl>,
+    cuda: Arc<CudaRuntime>,
     stream: Stream,
     /// Recorded on torch's stream when the gradients are complete.
     ready: Event,
@@ -187,7 +257,7 @@ struct NcclReducer {
     dtype: DataType,
     /// The bf16 copy of the gradients that NCCL sums when reducing in bf16.
     scratch: Option<Tensor>,
-    timeout: Duration,
+    watchdog: Watchdog,
 }
 
 impl NcclReducer {
@@ -220,6 +290,7 @@ impl NcclReducer {
             "bf16" => DataType::BFloat16,
             _ => DataType::Float32,
         };
+        let (nccl, cuda) = (Arc::new(nccl), Arc::new(cuda));
         let events = (|| {
             Ok::<_, String>((
                 cuda.create_stream()?,
@@ -227,22 +298,30 @@ impl NcclReducer {
                 cuda.create_event()?,
             ))
         })();
-        let (stream, ready, done) = events.map_err(anyhow::Error::msg)?;
+        let (stream, ready, done) = match events {
+            Ok(e) => e,
+            Err(e) => {
+                nccl.destroy(comm);
+                bail!(e);
+            }
+        };
+        let timeout = Duration::from_secs(config.timeout_s);
+        let watchdog = Watchdog::start(nccl.clone(), cuda.clone(), comm, done, gpu, timeout);
         Ok(NcclReducer {
             scratch: None,
             bucket_elements: (config.bucket_mb as i64 * (1 << 20) / 4).max(1),
             nccl,
             cuda,
-            comm,
             stream,
             ready,
             done,
             dtype,
-            timeout: Duration::from_secs(config.timeout_s),
+            watchdog,
         })
     }
 
     fn all_reduce(&mut self, grad: &Tensor) -> Result<()> {
+        self.watchdog.check()?;
         if self.dtype == DataType::BFloat16 {
             let fits = self
                 .scratch
@@ -255,78 +334,169 @@ impl NcclReducer {
             tch::no_grad(|| scratch.copy_(grad));
         }
         let buffer = self.scratch.as_ref().unwrap_or(grad);
-        self.launch(buffer).map_err(anyhow::Error::msg)?;
-        self.watch()?;
+        self.launch(buffer)?;
         if let Some(scratch) = &self.scratch {
+            // Queued on torch's stream, which waits for the sums (see `launch`).
             tch::no_grad(|| grad.shallow_clone().copy_(scratch));
         }
         Ok(())
     }
 
     /// Queues the bucketed sums on our stream, after torch's pending work, and makes
-    /// torch's stream wait for them.
-    fn launch(&self, buffer: &Tensor) -> Result<(), String> {
+    /// torch's stream wait for them. Never blocks the host.
+    fn launch(&self, buffer: &Tensor) -> Result<()> {
+        let comm = self
+            .watchdog
+            .comm
+            .lock()
+            .expect("the watchdog never panics");
+        let Some(comm) = comm.0 else {
+            bail!("gradient all-reduce: the NCCL communicator was aborted");
+        };
         let (c, n) = (&self.cuda, &self.nccl);
-        c.record(self.ready, DEFAULT_STREAM)?;
-        c.wait(self.stream, self.ready)?;
-        let total = buffer.numel() as i64;
-        let element_size = buffer.kind().elt_size_in_bytes() as i64;
-        let base = buffer.data_ptr() as *mut u8;
-        n.group_start()?;
-        for (offset, count) in buckets(total, self.bucket_elements) {
-            // SAFETY: offset + count lies inside the contiguous buffer (see `buckets`).
-            let start = unsafe { base.offset((offset * element_size) as isize) };
-            n.all_reduce_sum(
-                start.cast(),
-                count as usize,
-                self.dtype,
-                self.comm,
-                self.stream,
-            )?;
+        let queue = || -> Result<(), String> {
+            c.record(self.ready, DEFAULT_STREAM)?;
+            c.wait(self.stream, self.ready)?;
+            let total = buffer.numel() as i64;
+            let element_size = buffer.kind().elt_size_in_bytes() as i64;
+            let base = buffer.data_ptr() as *mut u8;
+            n.group_start()?;
+            for (offset, count) in buckets(total, self.bucket_elements) {
+                // SAFETY: offset + count lies inside the contiguous buffer (see `buckets`).
+                let start = unsafe { base.offset((offset * element_size) as isize) };
+                n.all_reduce_sum(start.cast(), count as usize, self.dtype, comm, self.stream)?;
+            }
+            n.group_end()?;
+            c.record(self.done, self.stream)?;
+            c.wait(DEFAULT_STREAM, self.done)
+        };
+        queue().map_err(|e| anyhow::anyhow!("gradient all-reduce: {e}"))?;
+        self.watchdog.started(Instant::now());
+        Ok(())
+    }
+}
+
+/// A communicator handle that the watchdog thread may abort: `None` once aborted.
+struct SharedComm(Option<Comm>);
+
+// SAFETY: an NCCL communicator may be used from several threads as long as calls on it are
+// serialised, which the mutex around it does; ncclCommAbort is documented to be callable
+// from another thread to unblock a collective.
+unsafe impl Send for SharedComm {}
+
+/// A CUDA event handle, queried from the watchdog thread (the runtime API is thread-safe).
+#[derive(Clone, Copy)]
+struct SendEvent(Event);
+// SAFETY: see above; the event outlives the thread (the reducer joins it before dropping).
+unsafe impl Send for SendEvent {}
+
+/// Polls the collective in flight from a thread of its own, so the host never waits for
+/// the sums just to learn that they failed: on NCCL's asynchronous error, or when the
+/// collective has run past the timeout, it aborts the communicator (which unblocks the
+/// GPU and anything waiting on it) and keeps the reason for `check`.
+struct Watchdog {
+    comm: Arc<Mutex<SharedComm>>,
+    /// When the collective in flight was queued; `None` when none is.
+    pending: Arc<Mutex<Option<Instant>>>,
+    failure: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    nccl: Arc<Nccl>,
+}
+
+/// How often the watchdog looks: small next to a step (tens to hundreds of ms).
+const WATCH_INTERVAL: Duration = Duration::from_millis(5);
+
+impl Watchdog {
+    fn start(
+        nccl: Arc<Nccl>,
+        cuda: Arc<CudaRuntime>,
+        comm: Comm,
+        done: Event,
+        gpu: usize,
+        timeout: Duration,
+    ) -> Watchdog {
+        let comm = Arc::new(Mutex::new(SharedComm(Some(comm))));
+        let pending: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, p, f, s, n, done) = (
+            comm.clone(),
+            pending.clone(),
+            failure.clone(),
+            stop.clone(),
+            nccl.clone(),
+            SendEvent(done),
+        );
+        let thread = std::thread::spawn(move || {
+            let done = done;
+            // The event belongs to this GPU's context.
+            let _ = cuda.set_device(gpu);
+            while !s.load(Ordering::Acquire) {
+                std::thread::sleep(WATCH_INTERVAL);
+                let Some(since) = *p.lock().expect("no panics") else {
+                    continue;
+                };
+                let problem = match cuda.is_done(done.0) {
+                    Ok(true) => {
+                        *p.lock().expect("no panics") = None;
+                        continue;
+                    }
+                    Err(e) => Some(e),
+                    Ok(false) => {
+                        let comm = c.lock().expect("no panics");
+                        match comm.0.map(|comm| n.async_error(comm)) {
+                            Some(Err(e)) => Some(e),
+                            _ if since.elapsed() > timeout => Some(format!(
+                                "did not finish in {} s (distributed.timeout_s): a rank is gone or stuck",
+                                timeout.as_secs()
+                            )),
+                            _ => None,
+                        }
+                    }
+                };
+                if let Some(problem) = problem {
+                    let mut comm = c.lock().expect("no panics");
+                    if let Some(handle) = comm.0.take() {
+                        n.abort(handle);
+                    }
+                    *f.lock().expect("no panics") = Some(format!("gradient all-reduce: {problem}"));
+                    *p.lock().expect("no panics") = None;
+                    return;
+                }
+            }
+        });
+        Watchdog {
+            comm,
+            pending,
+            failure,
+            stop,
+            thread: Some(thread),
+            nccl,
         }
-        n.group_end()?;
-        c.record(self.done, self.stream)?;
-        c.wait(DEFAULT_STREAM, self.done)
     }
 
-    /// Waits for the sums while checking NCCL's asynchronous errors; a failed or hung
-    /// collective aborts the communicator (unblocking the GPU) and is an error.
-    fn watch(&mut self) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            if let Err(e) = self.nccl.async_error(self.comm) {
-                self.abort();
-                bail!("gradient all-reduce: {e}");
-            }
-            if self.cuda.is_done(self.done).map_err(anyhow::Error::msg)? {
-                return Ok(());
-            }
-            if started.elapsed() > self.timeout {
-                self.abort();
-                bail!(
-                    "gradient all-reduce did not finish in {} s (distributed.timeout_s): a rank is gone or stuck",
-                    self.timeout.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_micros(50));
+    fn started(&self, at: Instant) {
+        *self.pending.lock().expect("no panics") = Some(at);
+    }
+
+    fn check(&self) -> Result<()> {
+        match &*self.failure.lock().expect("no panics") {
+            Some(reason) => bail!("{reason}"),
+            None => Ok(()),
         }
     }
 }
 
-impl NcclReducer {
-    /// Aborts the communicator (which frees it) once.
-    fn abort(&mut self) {
-        if !self.comm.is_null() {
-            self.nccl.abort(self.comm);
-            self.comm = std::ptr::null_mut();
-        }
-    }
-}
-
-impl Drop for NcclReducer {
+impl Drop for Watchdog {
     fn drop(&mut self) {
-        if !self.comm.is_null() {
-            self.nccl.destroy(self.comm);
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let mut comm = self.comm.lock().expect("no panics");
+        if let Some(handle) = comm.0.take() {
+            self.nccl.destroy(handle);
         }
     }
 }

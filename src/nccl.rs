@@ -79,7 +79,7 @@ impl Nccl {
         unsafe { self.lib.get(name) }.map_err(|e| format!("{NCCL_LIBRARY}: {e}"))
     }
 
-    /// `Err` with NCCL's own words for a failed call (and the communicator's last error).
+    /// `Err` with NCCL's own words for a failed call: the code's text and the last error.
     fn check(&self, call: &str, rc: c_int, comm: Option<Comm>) -> Result<(), String> {
         if rc == NCCL_SUCCESS {
             return Ok(());
@@ -94,25 +94,17 @@ impl Nccl {
                 })
                 .unwrap_or_default()
         };
-        let mut message = format!(
-            "{call} failed: NCCL error {rc} ({})",
-            text(self.symbol(b"ncclGetErrorString\0"))
-        );
-        if let Some(comm) = comm {
-            let last: Result<Symbol<unsafe extern "C" fn(Comm) -> *const c_char>, String> =
-                self.symbol(b"ncclGetLastError\0");
-            if let Ok(last) = last {
-                // SAFETY: ncclGetLastError returns a NUL-terminated string or null.
-                let p = unsafe { last(comm) };
-                if !p.is_null() {
-                    let detail = unsafe { CStr::from_ptr(p) }.to_string_lossy();
-                    if !detail.is_empty() {
-                        message.push_str(&format!(": {detail}"));
-                    }
-                }
-            }
-        }
-        Err(message)
+        let code_text = text(self.symbol(b"ncclGetErrorString\0"));
+        // The reason behind the code ("Duplicate GPU detected" behind "invalid usage"): NCCL
+        // keeps it per communicator, and for calls without one (set-up) under NULL.
+        let last: Result<Symbol<unsafe extern "C" fn(Comm) -> *const c_char>, String> =
+            self.symbol(b"ncclGetLastError\0");
+        let detail = last.ok().and_then(|last| {
+            // SAFETY: ncclGetLastError accepts NULL and returns a NUL-terminated string or null.
+            let p = unsafe { last(comm.unwrap_or(std::ptr::null_mut())) };
+            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        });
+        Err(describe(call, rc, &code_text, detail.as_deref()))
     }
 
     /// A new unique id (rank 0 makes it; the others receive it over MPI).
@@ -208,6 +200,16 @@ impl Nccl {
     }
 }
 
+/// One line: the call, the code and its text, and NCCL's last error when it says more.
+fn describe(call: &str, rc: c_int, code_text: &str, last_error: Option<&str>) -> String {
+    let mut message = format!("{call} failed: NCCL error {rc} ({code_text})");
+    if let Some(detail) = last_error.map(str::trim).filter(|d| !d.is_empty()) {
+        message.push_str(": ");
+        message.push_str(&detail.replace('\n', " "));
+    }
+    message
+}
+
 /// NCCL >= 2.9 encodes its version as major*10000 + minor*100 + patch; older ones as
 /// major*1000 + minor*100 + patch.
 fn decode_version(code: c_int) -> (i32, i32, i32) {
@@ -227,6 +229,18 @@ fn wheel_nccl(torch_lib_dir: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reason_follows_the_code() {
+        assert_eq!(
+            describe("ncclCommInitRank", 5, "invalid usage", Some("Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1a000\n")),
+            "ncclCommInitRank failed: NCCL error 5 (invalid usage): Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1a000"
+        );
+        assert_eq!(
+            describe("ncclAllReduce", 2, "unhandled system error", Some("")),
+            "ncclAllReduce failed: NCCL error 2 (unhandled system error)"
+        );
+    }
 
     #[test]
     fn decodes_both_version_encodings() {

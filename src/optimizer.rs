@@ -159,7 +159,9 @@ impl Optimizer {
                 None::<&Tensor>,
                 None::<&Tensor>,
                 0,
-                false,
+                // Valid lengths by construction (the flat layout): the checks would cost
+                // host syncs.
+                true,
                 0.0,
             )
             .sqrt()

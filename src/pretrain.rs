@@ -18,6 +18,7 @@ use crate::bert_config::BertConfig;
 use crate::checkpoint::{self, TrainerState};
 use crate::corpus::{self, Corpus};
 use crate::data_loader::{self, Layout, Sampler, TensorBatch};
+use crate::device_selection;
 use crate::distributed::Distributed;
 use crate::flat_parameters::FlatParameters;
 use crate::flops;
@@ -44,6 +45,9 @@ pub struct PretrainArgs {
     /// Overrides, as section.key=value (repeatable).
     #[arg(long = "set")]
     pub set: Vec<String>,
+    /// auto, cuda or cpu (overrides train.device).
+    #[arg(long)]
+    pub device: Option<String>,
     /// `auto` continues from the newest valid checkpoint in --out (or starts fresh); a
     /// checkpoint folder resumes from that one.
     #[arg(long)]
@@ -79,15 +83,19 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     if let Some(n) = args.max_steps {
         overrides.push(format!("train.max_steps={n}"));
     }
+    if let Some(d) = &args.device {
+        overrides.push(format!("train.device={d:?}"));
+    }
     let dist = Distributed::init()?;
     let result = (|| {
         let config = RunConfig::load(&args.config, &overrides)?;
         let corpus = Arc::new(Corpus::open(&config.data_path(args.data.as_ref())?)?);
-        // The local rank picks the GPU.
-        let device = match tch::Cuda::device_count() {
-            0 => Device::Cpu,
-            n => Device::Cuda(dist.local_rank % n as usize),
-        };
+        // The local rank picks the GPU; a GPU host whose GPUs torch cannot use is an error.
+        let choice = device_selection::select(&config.train.device, dist.local_rank)?;
+        if let (Some(note), true) = (&choice.note, dist.is_root()) {
+            println!("{note}");
+        }
+        let device = choice.device;
         let (bert_config, init_dir) = model_config(&config, &corpus)?;
         if dist.is_root() {
             std::fs::create_dir_all(&args.out)
@@ -291,9 +299,7 @@ fn train(
     };
     let mut step = start_step;
     while step < c.train.max_steps {
-        let micro_batches = batches.recv().context("the data loader stopped")?;
-        // Dropout draws are a function of (seed, step): a resumed run repeats them.
-        tch::manual_seed(Rng::for_keys(&[c.train.seed, step]).next_u64() as i64 & i64::MAX);
+        let micro_batches = batches.recv().context("the data loader stopped")??;
         injected_failure(dist.rank, step + 1)?;
         let (metrics, grad_norm) = train_step(
             &bert,
@@ -302,6 +308,7 @@ fn train(
             &optimizer,
             &micro_batches,
             run.device,
+            c.train.seed,
         )?;
         let loss = metrics.loss;
         if !loss.is_finite() || !grad_norm.is_finite() {
@@ -337,7 +344,7 @@ fn train(
                     layout.micro_batch,
                     c.log.eval_batches,
                     run.device,
-                );
+                )?;
                 logger.eval(step, &eval);
             }
         }
@@ -345,7 +352,7 @@ fn train(
         let mut flags = [f64::from(u8::from(STOP.load(Ordering::SeqCst)))];
         dist.all_reduce_f64(&mut flags);
         let stop = flags[0] > 0.0;
-        if step == c.train.max_steps
+        if (step == c.train.max_steps && c.checkpoint.at_end)
             || stop
             || (c.checkpoint.every > 0 && step % c.checkpoint.every == 0)
         {
@@ -401,20 +408,26 @@ pub struct StepMetrics {
 }
 
 /// The loss sums of one batch (see `Bert::pretraining_sums`) on `device`.
-fn batch_sums(bert: &Bert, b: &TensorBatch, device: Device, train: bool) -> crate::bert::Losses {
-    let b = b.to_device(device);
+fn batch_sums(
+    bert: &Bert,
+    b: &TensorBatch,
+    device: Device,
+    train: bool,
+) -> Result<crate::bert::Losses> {
+    let padded = b.has_padding();
+    let b = b.to_device(device)?;
     let batch = Batch {
         input_ids: &b.input_ids,
         token_type_ids: &b.token_type_ids,
-        attention_mask: &b.attention_mask,
+        attention_mask: padded.then_some(&b.attention_mask),
     };
-    bert.pretraining_sums_at(
+    Ok(bert.pretraining_sums_at(
         &batch,
         &b.mlm_positions,
         &b.mlm_targets,
         &b.nsp_labels,
         train,
-    )
+    ))
 }
 
 /// One optimizer step's forward and backward passes over this rank's micro-batches, the
@@ -429,6 +442,7 @@ fn train_step(
     optimizer: &Optimizer,
     micro_batches: &[TensorBatch],
     device: Device,
+    seed: u64,
 ) -> Result<(StepMetrics, f64)> {
     let mut counts = [
         micro_batches.iter().map(|b| b.masked as f64).sum::<f64>(),
@@ -441,7 +455,8 @@ fn train_step(
     let [masked, sequences] = counts;
     let mut device_sums = Tensor::zeros([4], (tch::Kind::Double, device));
     for b in micro_batches {
-        let s = batch_sums(bert, b, device, true);
+        tch::manual_seed(dropout_seed(seed, b.first_sample));
+        let s = batch_sums(bert, b, device, true)?;
         (&s.mlm / masked.max(1.0) + &s.nsp / sequences.max(1.0)).backward();
         device_sums += sums_tensor(&s);
     }
@@ -449,10 +464,22 @@ fn train_step(
     let norm = optimizer.grad_norm().to_kind(tch::Kind::Double).view([1]);
     let read = Tensor::cat(&[device_sums, norm], 0).to_device(Device::Cpu);
     let read = Vec::<f64>::try_from(read).expect("five f64 values");
+    // The read waited for the device, so the step's sums are done or have failed.
+    reducer.check()?;
     let tokens = micro_batches.iter().map(|b| b.tokens as f64).sum::<f64>();
     let mut sums = [read[0], read[1], read[2], read[3], tokens];
     dist.all_reduce_f64(&mut sums);
     Ok((metrics(&sums, masked, sequences), read[4]))
+}
+
+/// The purpose key of the dropout streams (the data's keys are in `instances`).
+const KEY_DROPOUT: u64 = 5;
+
+/// The seed of torch's generator for the dropout of the micro-batch whose first sample has
+/// global index `first_sample`: every rank's micro-batches differ, and a resumed run (or
+/// one with another rank count but the same micro-batch size) draws the same masks.
+pub fn dropout_seed(seed: u64, first_sample: u64) -> i64 {
+    (Rng::for_keys(&[seed, KEY_DROPOUT, first_sample]).next_u64() & i64::MAX as u64) as i64
 }
 
 /// [mlm loss sum, nsp loss sum, mlm correct, nsp correct] as one f64 device tensor.
@@ -495,19 +522,22 @@ fn evaluate(
     micro: u64,
     batches: u64,
     device: Device,
-) -> Option<StepMetrics> {
+) -> Result<Option<StepMetrics>> {
     let (mut sums, mut masked, mut sequences) = ([0f64; 5], 0f64, 0f64);
     for k in 0..batches {
         let examples: Option<Vec<_>> = (0..micro)
             .map(|i| heldout.heldout_example(k * micro + i))
             .collect();
-        let batch = data_loader::collate(&examples?);
-        let s = tch::no_grad(|| batch_sums(bert, &batch, device, false));
+        let Some(examples) = examples else {
+            return Ok(None);
+        };
+        let batch = data_loader::collate(&examples);
+        let s = tch::no_grad(|| batch_sums(bert, &batch, device, false))?;
         add_sums(&mut sums, &s, &batch);
         masked += batch.masked as f64;
         sequences += batch.sequences as f64;
     }
-    Some(metrics(&sums, masked, sequences))
+    Ok(Some(metrics(&sums, masked, sequences)))
 }
 
 fn versions() -> BTreeMap<String, String> {
@@ -684,4 +714,36 @@ fn peak_tflops(c: &RunConfig, device: Device, bf16: bool) -> Option<f64> {
 fn format_duration(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_streams_differ_across_ranks_and_repeat_on_resume() {
+        // Two ranks, two micro-batches each: four distinct streams per step, none shared
+        // with the next step.
+        let layout = |rank| Layout {
+            micro_batch: 8,
+            accumulation: 2,
+            world_size: 2,
+            rank,
+        };
+        let mut seeds = std::collections::BTreeSet::new();
+        for step in 0..50 {
+            for rank in 0..2 {
+                for m in 0..2 {
+                    let first = layout(rank).samples(step, m).start;
+                    assert!(seeds.insert(dropout_seed(42, first)));
+                }
+            }
+        }
+        assert_eq!(seeds.len(), 200);
+        // A resumed run recomputes the same seed from the same global position.
+        let first = layout(1).samples(17, 1).start;
+        assert_eq!(dropout_seed(42, first), dropout_seed(42, first));
+        assert_ne!(dropout_seed(42, first), dropout_seed(43, first));
+        assert!(seeds.iter().all(|&s| s >= 0));
+    }
 }

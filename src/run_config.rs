@@ -113,6 +113,10 @@ pub struct TrainConfig {
     /// What a NaN or infinite loss does: "stop" or "skip" the step.
     #[serde(default = "stop")]
     pub on_nan: String,
+    /// "auto" (the rank's GPU when torch can use one, the CPU on hosts without an NVIDIA
+    /// driver; a host whose driver torch cannot use is an error), "cuda" or "cpu".
+    #[serde(default = "auto")]
+    pub device: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +128,10 @@ pub struct CheckpointConfig {
     /// Checkpoints kept.
     #[serde(default = "d3u")]
     pub keep: usize,
+    /// Save when the run reaches train.max_steps. Throughput runs turn it off, so as not to
+    /// time the writing of a 1.3 GB checkpoint; a signal still saves.
+    #[serde(default = "yes")]
+    pub at_end: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +185,7 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             every: 1000,
             keep: 3,
+            at_end: true,
         }
     }
 }
@@ -305,6 +314,9 @@ impl RunConfig {
                 "train.precision {:?}: expected auto, fp32 or bf16",
                 t.precision
             );
+        }
+        if !matches!(t.device.as_str(), "auto" | "cuda" | "cpu") {
+            bail!("train.device {:?}: expected auto, cuda or cpu", t.device);
         }
         if !matches!(t.on_nan.as_str(), "stop" | "skip") {
             bail!("train.on_nan {:?}: expected stop or skip", t.on_nan);

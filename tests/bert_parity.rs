@@ -56,7 +56,7 @@ fn logits_loss_and_hidden_states_match_transformers() {
     let b = Batch {
         input_ids: &ids,
         token_type_ids: &types,
-        attention_mask: &mask,
+        attention_mask: Some(&mask),
     };
     let encoded = tch::no_grad(|| bert.encode(&b, false, false));
     // Padded positions differ by design between implementations only in what they attend;
@@ -82,7 +82,7 @@ fn gradients_match_transformers() {
     let b = Batch {
         input_ids: &ids,
         token_type_ids: &types,
-        attention_mask: &mask,
+        attention_mask: Some(&mask),
     };
     let losses = bert.pretraining_losses(&b, &e["labels"], &e["next_sentence_label"], false);
     losses.total.backward();
@@ -213,7 +213,7 @@ fn bf16_forward_is_within_one_percent_of_fp32() {
     let b = Batch {
         input_ids: &ids,
         token_type_ids: &types,
-        attention_mask: &mask,
+        attention_mask: Some(&mask),
     };
     let fp32 = tch::no_grad(|| bert.mlm_logits(&bert.encode(&b, false, false).sequence));
     bert.compute = Kind::BFloat16;
