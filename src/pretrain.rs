@@ -104,6 +104,16 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             println!("# resolved configuration\n{resolved}");
             std::fs::write(args.out.join("config.toml"), &resolved)?;
             println!("ranks: {} (rank 0 on {device:?})", dist.size);
+            if let Some(dir) = crate::torch_runtime::loaded_torch_lib_dir() {
+                let version = crate::torch_location::installed_version(&dir);
+                let source =
+                    std::env::var("BIOBERT_TORCH_SOURCE").unwrap_or_else(|_| "rpath".into());
+                println!(
+                    "torch: {} at {} (found through {source})",
+                    version.as_deref().unwrap_or("unknown version"),
+                    dir.display()
+                );
+            }
         }
         dist.barrier();
         let run = Run {
