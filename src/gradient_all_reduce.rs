@@ -188,9 +188,7 @@ impl GradientAllReduce {
             // Blocking: MPI needs the values on the host.
             host.shallow_clone().f_copy_(grad)?;
             sum_in_place(dist, host);
-            // From pinned memory the copy up is asynchronous on torch's stream, ahead of the
-            // optimizer; the host buffer is not written again before the next step's copy
-            // down, which waits for it.
+            // Blocking too (fast from pinned memory): the buffer is reused next step.
             grad.shallow_clone()
                 .f_copy_(host)
                 .map_err(anyhow::Error::from)
@@ -439,7 +437,11 @@ impl Watchdog {
                 };
                 let problem = match cuda.is_done(done.0) {
                     Ok(true) => {
-                        *p.lock().expect("no panics") = None;
+                        // Unless a newer collective was queued meanwhile: that one is watched.
+                        let mut pending = p.lock().expect("no panics");
+                        if *pending == Some(since) {
+                            *pending = None;
+                        }
                         continue;
                     }
                     Err(e) => Some(e),

@@ -6,15 +6,14 @@ torch.compile, on full-length batches with BERT's masking (15%, at most
 max_predictions_per_seq positions carry an MLM label) and NSP labels.
 
     hf_baseline.py --seq 128 --batch 256 --predictions 20 --steps 50 [--compile]
+    hf_baseline.py --device cpu --hidden 64 --layers 2 --heads 4 ...   (a quick CPU check)
+    hf_baseline.py ... --dry-run      (checks the arguments without importing torch)
 
 Prints one JSON line: seq/s, tokens/s, peak memory (torch's allocator) and the losses.
 """
 import argparse
 import json
 import time
-
-import torch
-from transformers import BertConfig, BertForPreTraining
 
 
 def batch(args, vocab_size, device, generator):
@@ -42,12 +41,27 @@ def main():
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="cuda", help="cuda, or cpu for a quick check of this script")
+    p.add_argument("--hidden", type=int, default=768, help="the shape (default bert-base-cased)")
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--intermediate", type=int, default=3072)
+    p.add_argument("--vocab", type=int, default=28996)
+    p.add_argument("--dry-run", action="store_true", help="check the arguments, import nothing")
     args = p.parse_args()
+    if args.dry_run:
+        print(json.dumps({"dry_run": vars(args)}))
+        return
+    global torch
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=28996, attn_implementation="sdpa")  # bert-base-cased
+    config = BertConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                        num_attention_heads=args.heads, intermediate_size=args.intermediate,
+                        attn_implementation="sdpa")
     model = BertForPreTraining(config).to(device).train()
     decay = [p for n, p in model.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
     rest = [p for n, p in model.named_parameters() if "LayerNorm" in n or n.endswith("bias")]

@@ -12,7 +12,8 @@ the real tokens of the batches; HF's batches are full-length.
 import json
 import sys
 
-LAYERS, HIDDEN, INTERMEDIATE = 12, 768, 3072  # bert-base-cased
+LAYERS, HIDDEN, INTERMEDIATE = 12, 768, 3072  # bert-base-cased (the CPU mode's tiny runs
+# are only a check of the script: their TFLOP/s use this shape too)
 PEAKS = [("H200", 989.4), ("H100 PCIE", 756.0), ("H100", 989.4), ("A100", 312.0)]
 
 
@@ -46,6 +47,8 @@ def ours(path, seq, batch, peak_mib, name="biobert"):
 
 def hf(path, seq, batch, peak_mib):
     r = json.loads(open(path).read().strip().splitlines()[-1])
+    if "seq_per_s" not in r:
+        sys.exit(f"report.py: {path} holds no measurement (a dry run?)")
     r["tflops"] = r["tokens_per_s"] * flops_per_token(seq) / 1e12
     r["peak_mib"] = peak_mib
     return r
@@ -54,6 +57,7 @@ def hf(path, seq, batch, peak_mib):
 def table(path):
     rows = [json.loads(line) for line in open(path)]
     gpu = next((r["gpu"] for r in rows if "gpu" in r), "unknown GPU")
+    rows = [r for r in rows if "seq" in r]
     torch = next((r["torch"] for r in rows if "torch" in r), "?")
     peak = peak_tflops(gpu)
     print(f"GPU: {gpu}; torch {torch}; bf16; BERT-base (bert-base-cased shape)")
@@ -61,8 +65,12 @@ def table(path):
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for seq in sorted({r["seq"] for r in rows}):
         shape = [r for r in rows if r["seq"] == seq]
-        compiled = next((r["seq_per_s"] for r in shape if r["name"] == "HF compiled"), None)
+        compiled = next((r["seq_per_s"] for r in shape
+                         if r["name"] == "HF compiled" and "failed" not in r), None)
         for r in shape:
+            if "failed" in r:
+                print(f"| {seq} x {r['batch']} | {r['name']} | failed: {r['failed']} | | | | | |")
+                continue
             mfu = f"{100 * r['tflops'] / peak:.1f}%" if peak else "n/a"
             ratio = f"{r['seq_per_s'] / compiled:.2f}x" if compiled else "n/a"
             print(f"| {seq} x {r['batch']} | {r['name']} | {r['seq_per_s']:,.0f} | "
@@ -74,7 +82,8 @@ def main():
     if kind == "table":
         table(sys.argv[2])
         return
-    path, seq, batch, peak = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    path, seq, batch = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    peak = int(sys.argv[5]) if sys.argv[5].isdigit() else "n/a"  # no nvidia-smi (CPU mode)
     if kind == "ours":
         print(json.dumps(ours(path, seq, batch, peak, *sys.argv[6:7])))
     else:

@@ -1,74 +1,121 @@
 #!/usr/bin/env bash
 # GPU training throughput: our trainer's step loop against the Hugging Face baseline
 # (bench/gpu/hf_baseline.py, eager and torch.compile), BERT-base (bert-base-cased shape),
-# bf16, at seq 128 x batch 256 and seq 512 x batch 32, in one run on one GPU.
+# bf16, in one run on one GPU, with the binaries of bench/gpu/stage.sh (stage/, or
+# $BIOBERT_BIN) and python3 with torch 2.11 + transformers (BIOBERT_PYTHON names another).
 #
-#   bench/gpu/throughput.sh [STEPS]        (default 60 timed-and-logged steps per run)
-#   SHAPES="128 256 20" bench/gpu/throughput.sh    (one shape: "SEQ BATCH PREDICTIONS";
-#                                                   ';' between several)
+#   BENCH_OUT=/path/for/results bench/gpu/throughput.sh           # seq 128 x 256, then 512 x 32
+#   SHAPES="512 32 80" STEPS=40 bench/gpu/throughput.sh           # one shape: "SEQ BATCH PREDICTIONS"
+#   bench/gpu/throughput.sh --cpu        # every command on the CPU with tiny shapes: a check
+#                                        # of this script before GPU time is spent on it
 #
-# Needs: a GPU machine with python3 + torch 2.11 + transformers, and the release binaries
-# (cargo build --release --workspace) in target/release or $BIOBERT_BIN. The corpus is
-# synthetic PubMed XML (bench/gpu/make_corpus.py) taken through `corpus-tools prepare`, so
-# the data path is the real one. Prints one table (bench/gpu/report.py).
-set -euo pipefail
+# Expected time on an H100 (estimated): ~30 s for the corpus, then per shape ~2.5 min: the
+# loader alone ~10 s, our two runs ~25 s each (start-up, data, 40 steps), HF eager ~25 s,
+# HF compiled ~60-90 s (compilation). Seq 128 comes first, so a cut-off run still has it.
+#
+# Everything goes to $BENCH_OUT (default /tmp/biobert-gpu-throughput): each run's log,
+# results.jsonl (one line per run) and table.md. The Hugging Face runs may fail without
+# stopping the script (their row says so); the table is always the last thing printed.
+set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-STEPS=${1:-60}
-BIN=${BIOBERT_BIN:-$ROOT/target/release}
-WORK=${BENCH_WORK:-/tmp/biobert-bench-gpu}
-RESULTS=${BENCH_RESULTS:-$WORK/results.jsonl}
-# shellcheck source=launch/env.sh
-source launch/env.sh >/dev/null
-mkdir -p "$WORK"
-: > "$RESULTS"
-
-if [ ! -f "$WORK/corpus/manifest.json" ]; then
-  python3 bench/gpu/make_corpus.py "$WORK" 1500
-  "$BIN/corpus-tools" prepare --pubmed "$WORK/pubmed" --vocab "$WORK/vocab.txt" --cased \
-    --out "$WORK/corpus" --threads "$(nproc)"
+MODE=gpu
+[ "${1:-}" = --cpu ] && MODE=cpu
+if [ -z "${BIOBERT_BIN:-}" ]; then
+  if [ -x "$ROOT/stage/biobert" ]; then BIN=$ROOT/stage; else BIN=$ROOT/target/release; fi
+else
+  BIN=$BIOBERT_BIN
 fi
+OUT=${BENCH_OUT:-/tmp/biobert-gpu-throughput}
+WORK=$OUT/work
+mkdir -p "$WORK"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+# shellcheck source=launch/env.sh
+source launch/env.sh || exit 1
+PYTHON=${BIOBERT_PYTHON:-python3}
+HF_SHAPE=()
+if [ "$MODE" = gpu ]; then
+  DEVICE=cuda STEPS=${STEPS:-40} ABSTRACTS=1500 SHAPES=${SHAPES:-128 256 20;512 32 80}
+  MODEL=(--config configs/biobert_base.toml --set model.init=scratch)
+else
+  DEVICE=cpu STEPS=${STEPS:-4} ABSTRACTS=120 SHAPES=${SHAPES:-64 8 10;128 4 20}
+  MODEL=(--config configs/tiny.toml)
+  HF_SHAPE=(--device cpu --hidden 64 --layers 2 --heads 4 --intermediate 128)
+  "$PYTHON" -c "import torch, transformers" 2>/dev/null || HF_SHAPE+=(--dry-run)
+fi
+echo "throughput.sh: $MODE mode; binaries from $BIN; $STEPS steps per run; results in $OUT"
 
-# peak_memory CMD...: runs CMD while sampling the GPU's used memory; appends "MiB" to $WORK/peak.
+if [ ! -f "$WORK/corpus-$ABSTRACTS/manifest.json" ]; then
+  "$PYTHON" bench/gpu/make_corpus.py "$WORK/src-$ABSTRACTS" "$ABSTRACTS" > /dev/null || exit 1
+  "$BIN/corpus-tools" prepare --pubmed "$WORK/src-$ABSTRACTS/pubmed" --vocab "$WORK/src-$ABSTRACTS/vocab.txt" \
+    --cased --out "$WORK/corpus-$ABSTRACTS" --threads "$(nproc)" > "$OUT/prepare.log" 2>&1 ||
+    { tail "$OUT/prepare.log"; exit 1; }
+fi
+CORPUS=$WORK/corpus-$ABSTRACTS
+GPU=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1)
+"$PYTHON" -c 'import json, sys; print(json.dumps({"name": "host", "gpu": sys.argv[1], "mode": sys.argv[2]}))' \
+  "${GPU:-none ($MODE mode)}" "$MODE" >> "$RESULTS"
+
+# peak_memory LOG CMD...: runs CMD (output to LOG) while sampling the GPU's used memory
+# every 100 ms; writes the peak in MiB ("n/a" without nvidia-smi) to $WORK/peak.
 peak_memory() {
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$WORK/smi.log" &
-  local smi=$!
-  local rc=0
-  "$@" || rc=$?
-  kill "$smi" 2>/dev/null || true
-  wait "$smi" 2>/dev/null || true
-  sort -n "$WORK/smi.log" | tail -1 > "$WORK/peak"
+  local log=$1 smi="" rc=0
+  shift
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$WORK/smi.log" &
+    smi=$!
+  fi
+  "$@" > "$log" 2>&1 || rc=$?
+  if [ -n "$smi" ]; then
+    kill "$smi" 2>/dev/null || true
+    wait "$smi" 2>/dev/null || true
+    sort -n "$WORK/smi.log" | tail -1 > "$WORK/peak"
+  else
+    echo n/a > "$WORK/peak"
+  fi
   return $rc
 }
 
-IFS=';' read -r -a SHAPE_LIST <<< "${SHAPES:-128 256 20;512 32 80}"
+IFS=';' read -r -a SHAPE_LIST <<< "$SHAPES"
 for shape in "${SHAPE_LIST[@]}"; do
   read -r SEQ BATCH PRED <<< "$shape"
-  RUN=$WORK/run-$SEQ
-  rm -rf "$RUN"
-  echo "== the data loader alone (pinned batches): seq $SEQ batch $BATCH" >&2
-  "$BIN/biobert" bench-loader --config configs/biobert_base.toml --data "$WORK/corpus" \
-    --set model.init=scratch --set data.max_seq_len="$SEQ" --set data.max_predictions_per_seq="$PRED" \
-    --set train.micro_batch_size="$BATCH" --steps "$STEPS" --device cuda >&2
+  SET=(--set data.max_seq_len="$SEQ" --set data.max_predictions_per_seq="$PRED"
+    --set train.micro_batch_size="$BATCH")
+  echo "== seq $SEQ x batch $BATCH: the data loader alone"
+  "$BIN/biobert" bench-loader "${MODEL[@]}" --data "$CORPUS" "${SET[@]}" --steps $((STEPS * 5)) \
+    --device "$DEVICE" > "$OUT/loader-$SEQ.log" 2>&1 || { tail "$OUT/loader-$SEQ.log"; exit 1; }
+  tail -2 "$OUT/loader-$SEQ.log"
   for RESIDUAL in false true; do
     NAME=biobert
     [ "$RESIDUAL" = true ] && NAME="biobert (bf16 residual)"
-    echo "== $NAME pretrain: seq $SEQ batch $BATCH, $STEPS steps" >&2
+    RUN=$WORK/run-$SEQ-$RESIDUAL
     rm -rf "$RUN"
-    peak_memory "$BIN/biobert" pretrain --config configs/biobert_base.toml --data "$WORK/corpus" \
-      --out "$RUN" --max-steps "$STEPS" --set model.init=scratch --set data.max_seq_len="$SEQ" \
-      --set data.max_predictions_per_seq="$PRED" --set train.micro_batch_size="$BATCH" \
-      --set train.precision=bf16 --set train.bf16_residual="$RESIDUAL" --set train.warmup_steps=10 \
-      --set train.learning_rate=1e-4 --set log.every=10 --set log.eval_every=0 \
-      --set checkpoint.every=0 > "$RUN.log" 2>&1 || { tail -20 "$RUN.log" >&2; exit 1; }
-    grep -E "^step " "$RUN.log" | tail -2 >&2
-    python3 bench/gpu/report.py ours "$RUN/log.jsonl" "$SEQ" "$BATCH" "$(cat "$WORK/peak")" "$NAME" >> "$RESULTS"
+    echo "== seq $SEQ x batch $BATCH: $NAME, $STEPS steps"
+    peak_memory "$RUN.log" "$BIN/biobert" pretrain "${MODEL[@]}" --data "$CORPUS" --out "$RUN" \
+      --device "$DEVICE" --max-steps "$STEPS" "${SET[@]}" --set train.precision=bf16 \
+      --set train.bf16_residual="$RESIDUAL" --set train.warmup_steps=10 --set train.learning_rate=1e-4 \
+      --set log.every=10 --set log.eval_every=0 --set checkpoint.every=0 --set checkpoint.at_end=false ||
+      { tail -20 "$RUN.log"; exit 1; }
+    cp "$RUN.log" "$OUT/"
+    grep -E "^step " "$RUN.log" | tail -1
+    "$PYTHON" bench/gpu/report.py ours "$RUN/log.jsonl" "$SEQ" "$BATCH" "$(cat "$WORK/peak")" "$NAME" >> "$RESULTS"
   done
-  for mode in "" "--compile"; do
-    echo "== HF ${mode:-eager}: seq $SEQ batch $BATCH" >&2
-    peak_memory python3 bench/gpu/hf_baseline.py --seq "$SEQ" --batch "$BATCH" \
-      --predictions "$PRED" --steps "$STEPS" $mode > "$WORK/hf.json"
-    python3 bench/gpu/report.py hf "$WORK/hf.json" "$SEQ" "$BATCH" "$(cat "$WORK/peak")" >> "$RESULTS"
+  for mode in eager compiled; do
+    flag=()
+    [ $mode = compiled ] && flag=(--compile)
+    log=$OUT/hf-$mode-$SEQ.log
+    echo "== seq $SEQ x batch $BATCH: HF $mode, $STEPS steps"
+    if peak_memory "$log" "$PYTHON" bench/gpu/hf_baseline.py --seq "$SEQ" --batch "$BATCH" \
+      --predictions "$PRED" --steps "$STEPS" "${flag[@]}" "${HF_SHAPE[@]}"; then
+      tail -1 "$log" | cut -c1-200
+      "$PYTHON" bench/gpu/report.py hf "$log" "$SEQ" "$BATCH" "$(cat "$WORK/peak")" >> "$RESULTS" ||
+        echo "{\"name\": \"HF $mode\", \"seq\": $SEQ, \"batch\": $BATCH, \"failed\": \"no result line (dry run?)\"}" >> "$RESULTS"
+    else
+      echo "HF $mode failed (not fatal): $(tail -1 "$log" | cut -c1-200)"
+      echo "{\"name\": \"HF $mode\", \"seq\": $SEQ, \"batch\": $BATCH, \"failed\": \"exit code, see $log\"}" >> "$RESULTS"
+    fi
   done
 done
-python3 bench/gpu/report.py table "$RESULTS"
+echo
+"$PYTHON" bench/gpu/report.py table "$RESULTS" | tee "$OUT/table.md"

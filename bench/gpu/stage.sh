@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the release binaries and puts biobert, biobert-core and corpus-tools, stripped, in
+# one folder (default: stage/ in the repository, ignored by git) that travels to a GPU host
+# with the repository; bench/gpu/check.sh and throughput.sh take their binaries from it.
+# The release binaries carry line tables (170 MB); stripped they are about 16 MB.
+#
+#   bench/gpu/stage.sh [DIR]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DIR=${1:-$ROOT/stage}
+LIMIT_MIB=32
+cd "$ROOT"
+echo "stage: cargo build --release --workspace" >&2
+cargo build --release --workspace --quiet
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+mkdir -p "$DIR"
+for bin in biobert biobert-core corpus-tools; do
+  strip -o "$DIR/$bin.tmp" "$TARGET/release/$bin"
+  mv "$DIR/$bin.tmp" "$DIR/$bin"
+done
+"$DIR/biobert" --version >/dev/null
+size=$(du -sm "$DIR" | cut -f1)
+ls -l "$DIR" | tail -n +2 >&2
+echo "stage: $DIR holds $size MiB (limit $LIMIT_MIB)" >&2
+[ "$size" -le "$LIMIT_MIB" ] || { echo "stage: $DIR is over $LIMIT_MIB MiB" >&2; exit 1; }

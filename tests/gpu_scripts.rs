@@ -1,0 +1,61 @@
+//! The GPU scripts, run end to end on the CPU so that a typo cannot waste GPU time:
+//! `bench/gpu/stage.sh` (release build, stripped binaries in one folder under 32 MiB), then
+//! `bench/gpu/check.sh --cpu` and `bench/gpu/throughput.sh --cpu` from that folder, each
+//! running every command line it holds with tiny shapes, its logs and results in BENCH_OUT,
+//! and its summary or table as the last lines.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn stage_then_check_and_throughput_in_cpu_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = dir.path().join("stage");
+    let staged = run_ok(Command::new(workspace().join("bench/gpu/stage.sh")).arg(&stage));
+    assert!(
+        stderr(&staged).contains("MiB (limit 32)"),
+        "{}",
+        stderr(&staged)
+    );
+    for bin in ["biobert", "biobert-core", "corpus-tools"] {
+        assert!(stage.join(bin).is_file(), "{bin} not staged");
+    }
+    let python = venv_python();
+    let script = |name: &str, out: &str| {
+        let mut cmd = Command::new(workspace().join("bench/gpu").join(name));
+        cmd.arg("--cpu")
+            .env("BIOBERT_BIN", &stage)
+            .env("BIOBERT_PYTHON", &python)
+            .env("BENCH_OUT", dir.path().join(out));
+        cmd
+    };
+
+    let check = run_ok(&mut script("check.sh", "check"));
+    let text = stdout(&check);
+    let summary = text.rsplit("=== summary").next().unwrap();
+    assert_eq!(summary.matches("passed").count(), 10, "{text}");
+    assert!(!summary.contains("failed"), "{text}");
+    let results = std::fs::read_to_string(dir.path().join("check/results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 10);
+
+    let throughput = run_ok(&mut script("throughput.sh", "throughput"));
+    let text = stdout(&throughput);
+    let table = text.rsplit("\n\n").next().unwrap();
+    // Both shapes, both of our runs measured; the HF rows are there (measured, or failed
+    // without stopping the script where python here cannot import torch).
+    for shape in [
+        "| 64 x 8 | biobert |",
+        "| 128 x 4 | biobert (bf16 residual) |",
+        "| 64 x 8 | HF compiled |",
+    ] {
+        assert!(table.contains(shape), "{shape} missing:\n{text}");
+    }
+    assert!(dir.path().join("throughput/table.md").is_file());
+    assert!(
+        text.contains("padding:"),
+        "bench-loader's padding line:\n{text}"
+    );
+}
