@@ -34,6 +34,10 @@ pub struct TrainerState {
     pub versions: BTreeMap<String, String>,
     /// Size of every file of the checkpoint, checked on resume.
     pub files: BTreeMap<String, u64>,
+    /// sha256 of the corpus' manifest.json: resuming on another corpus is refused unless
+    /// asked for (empty in checkpoints written before it was recorded).
+    #[serde(default)]
+    pub corpus_manifest_sha256: String,
 }
 
 pub fn step_name(step: u64) -> String {

@@ -70,13 +70,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         bert.compute = tch::Kind::BFloat16;
     }
     let (_, report) = hf_checkpoint::load_folder(&vs, &args.model)?;
-    if report.missing.iter().any(|m| m.starts_with("bert.")) {
-        bail!(
-            "{}: the encoder is incomplete: {}",
-            args.model.display(),
-            report.summary()
-        );
-    }
+    report.require_encoder(&args.model.display().to_string())?;
     let mut vs = vs;
     vs.set_device(device);
     let tokenizer = WordPieceTokenizer::load(

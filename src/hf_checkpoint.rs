@@ -2,11 +2,13 @@
 //! `pytorch_model.bin` that `torch.save` wrote as a flat dict), `vocab.txt`.
 //!
 //! Import accepts names with or without the `bert.` prefix (sentence-transformers and
-//! `BertModel` checkpoints lack it), the old `gamma`/`beta` LayerNorm names, and ignores
+//! `BertModel` checkpoints lack it), under `module.` (DataParallel) or `_orig_mod.`
+//! (torch.compile), the old `gamma`/`beta` LayerNorm names, and ignores
 //! `position_ids` buffers; `cls.predictions.decoder.weight` is the word embeddings (tied)
 //! and `cls.predictions.decoder.bias` an alias of `cls.predictions.bias`. Tensors the model
 //! has and the file lacks (the pretraining heads of a `BertModel`) keep BERT's
-//! initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorm.
+//! initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorm; a
+//! missing embedding or encoder tensor is an error (`LoadReport::require_encoder`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -28,20 +30,51 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// One short line: counts, and at most a few names of each list.
     pub fn summary(&self) -> String {
-        let list = |v: &[String]| {
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.join(", ")
-            }
-        };
+        let list = |v: &[String]| short_list(v, 4);
         format!(
             "loaded {} tensors; missing (initialised): {}; unexpected (ignored): {}",
             self.loaded,
             list(&self.missing),
             list(&self.unexpected)
         )
+    }
+}
+
+impl LoadReport {
+    /// The tensors a checkpoint may lack and still be a starting point: the pretraining
+    /// heads (`cls.*`) and the pooler that only NSP uses. A missing embedding or encoder
+    /// tensor means the names did not match (another model, an unknown prefix): training
+    /// from random weights would look like continuing from the checkpoint.
+    pub fn require_encoder(&self, source: &str) -> Result<()> {
+        let encoder: Vec<String> = self
+            .missing
+            .iter()
+            .filter(|n| !n.starts_with("cls.") && !n.starts_with("bert.pooler."))
+            .cloned()
+            .collect();
+        if !encoder.is_empty() {
+            bail!(
+                "{source}: {} of the model's embedding and encoder tensors are not in the checkpoint ({}); its names are {}: not a BERT checkpoint, or one with a prefix this reader does not know",
+                encoder.len(),
+                short_list(&encoder, 3),
+                short_list(&self.unexpected, 3)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// "a, b, c and 12 more", or "none".
+fn short_list(names: &[String], at_most: usize) -> String {
+    if names.is_empty() {
+        return "none".to_string();
+    }
+    let shown = names[..names.len().min(at_most)].join(", ");
+    match names.len().saturating_sub(at_most) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
     }
 }
 
@@ -80,7 +113,16 @@ pub fn canonical_name(name: &str) -> Option<String> {
     if name.ends_with("position_ids") {
         return None;
     }
-    let mut n = name.to_string();
+    // Wrappers' prefixes: DataParallel / DistributedDataParallel (`module.`) and
+    // torch.compile (`_orig_mod.`), possibly nested.
+    let mut n = name;
+    while let Some(rest) = n
+        .strip_prefix("module.")
+        .or_else(|| n.strip_prefix("_orig_mod."))
+    {
+        n = rest;
+    }
+    let mut n = n.to_string();
     if let Some(stem) = n.strip_suffix(".gamma") {
         n = format!("{stem}.weight");
     } else if let Some(stem) = n.strip_suffix(".beta") {
@@ -196,4 +238,58 @@ pub fn write_weights(vs: &VarStore, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} into place", tmp.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapper_prefixes_are_stripped() {
+        let c = |n: &str| canonical_name(n).unwrap();
+        assert_eq!(
+            c("module.bert.encoder.layer.0.output.dense.weight"),
+            "bert.encoder.layer.0.output.dense.weight"
+        );
+        assert_eq!(
+            c("_orig_mod.module.cls.predictions.bias"),
+            "cls.predictions.bias"
+        );
+        assert_eq!(
+            c("module.embeddings.LayerNorm.gamma"),
+            "bert.embeddings.LayerNorm.weight"
+        );
+        assert_eq!(canonical_name("module.bert.embeddings.position_ids"), None);
+    }
+
+    #[test]
+    fn only_the_heads_may_be_missing() {
+        let report = |missing: &[&str]| LoadReport {
+            loaded: 10,
+            missing: missing.iter().map(|s| s.to_string()).collect(),
+            unexpected: vec!["model.encoder.weight".into()],
+        };
+        assert!(report(&[
+            "cls.predictions.bias",
+            "cls.seq_relationship.weight",
+            "bert.pooler.dense.weight"
+        ])
+        .require_encoder("x")
+        .is_ok());
+        let names: Vec<String> = (0..20)
+            .map(|i| format!("bert.encoder.layer.{i}.output.dense.weight"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let err = report(&names)
+            .require_encoder("ckpt")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ckpt: 20 of the model's embedding and encoder tensors"),
+            "{err}"
+        );
+        assert!(err.contains("and 17 more"), "{err}");
+        assert!(err.contains("model.encoder.weight"), "{err}");
+        assert!(!err.contains('\n'));
+    }
 }

@@ -25,6 +25,7 @@ pub mod optimizer;
 pub mod pinned_memory;
 pub mod pretrain;
 pub mod rng;
+pub mod run_agreement;
 pub mod run_config;
 pub mod tf_checkpoint;
 pub mod torch_location;

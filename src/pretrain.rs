@@ -26,6 +26,7 @@ use crate::gradient_all_reduce::GradientAllReduce;
 use crate::hf_checkpoint;
 use crate::optimizer::{self, Optimizer};
 use crate::rng::Rng;
+use crate::run_agreement;
 use crate::run_config::RunConfig;
 
 #[derive(Debug, Args)]
@@ -48,6 +49,10 @@ pub struct PretrainArgs {
     /// auto, cuda or cpu (overrides train.device).
     #[arg(long)]
     pub device: Option<String>,
+    /// Resume even though the corpus differs from the checkpoint's (the data order then
+    /// starts over on the new corpus at the checkpoint's sample count).
+    #[arg(long)]
+    pub allow_new_corpus: bool,
     /// `auto` continues from the newest valid checkpoint in --out (or starts fresh); a
     /// checkpoint folder resumes from that one.
     #[arg(long)]
@@ -76,6 +81,9 @@ struct Run {
     corpus: Arc<Corpus>,
     device: Device,
     out: PathBuf,
+    /// sha256 of the corpus' manifest.json.
+    manifest: String,
+    allow_new_corpus: bool,
 }
 
 pub fn run(args: &PretrainArgs) -> Result<()> {
@@ -89,7 +97,8 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let dist = Distributed::init()?;
     let result = (|| {
         let config = RunConfig::load(&args.config, &overrides)?;
-        let corpus = Arc::new(Corpus::open(&config.data_path(args.data.as_ref())?)?);
+        let data = config.data_path(args.data.as_ref())?;
+        let corpus = Arc::new(Corpus::open(&data)?);
         // The local rank picks the GPU; a GPU host whose GPUs torch cannot use is an error.
         let choice = device_selection::select(&config.train.device, dist.local_rank)?;
         if let (Some(note), true) = (&choice.note, dist.is_root()) {
@@ -97,12 +106,12 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         }
         let device = choice.device;
         let (bert_config, init_dir) = model_config(&config, &corpus)?;
+        let config = effective_config(config, &bert_config, &data, &overrides)?;
+        let manifest = corpus::file_sha256(&corpus.dir.join("manifest.json"))?;
+        run_agreement::check(&dist, &agreement_text(&config, &manifest))?;
+        let resume_from = resume_point(&args.out.join("checkpoints"), args.resume.as_deref())?;
         if dist.is_root() {
-            std::fs::create_dir_all(&args.out)
-                .with_context(|| format!("creating {}", args.out.display()))?;
-            let resolved = config.to_toml();
-            println!("# resolved configuration\n{resolved}");
-            std::fs::write(args.out.join("config.toml"), &resolved)?;
+            write_run_config(&args.out, &config)?;
             println!("ranks: {} (rank 0 on {device:?})", dist.size);
             if let Some(dir) = crate::torch_runtime::loaded_torch_lib_dir() {
                 let version = crate::torch_location::installed_version(&dir);
@@ -122,8 +131,10 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             corpus,
             device,
             out: args.out.clone(),
+            manifest,
+            allow_new_corpus: args.allow_new_corpus,
         };
-        train(&run, &dist, init_dir.as_deref(), args.resume.as_deref())
+        train(&run, &dist, init_dir.as_deref(), resume_from)
     })();
     if let Err(e) = &result {
         if dist.size > 1 {
@@ -133,6 +144,99 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         }
     }
     result
+}
+
+/// The configuration that runs: with a pretrained folder, the model's shape is the
+/// folder's (a `--set` shape key that contradicts it is refused; the config file's shape
+/// keys serve "scratch" only), and the corpus path is the one in use.
+fn effective_config(
+    mut config: RunConfig,
+    bert: &BertConfig,
+    data: &Path,
+    overrides: &[String],
+) -> Result<RunConfig> {
+    if config.model.init != "scratch" {
+        let folder = [
+            ("hidden_size", bert.hidden_size),
+            ("num_hidden_layers", bert.num_hidden_layers),
+            ("num_attention_heads", bert.num_attention_heads),
+            ("intermediate_size", bert.intermediate_size),
+            ("max_position_embeddings", bert.max_position_embeddings),
+        ];
+        for o in overrides {
+            let Some((key, value)) = o.split_once('=') else {
+                continue;
+            };
+            let Some(&(name, actual)) = folder
+                .iter()
+                .find(|(name, _)| key.trim() == format!("model.{name}"))
+            else {
+                continue;
+            };
+            if value.trim().parse::<i64>().ok() != Some(actual) {
+                bail!(
+                    "--set {o}: the model continues from {}, whose {name} is {actual}; the shape of a pretrained model comes from its folder",
+                    config.model.init
+                );
+            }
+        }
+        let m = &mut config.model;
+        m.hidden_size = bert.hidden_size;
+        m.num_hidden_layers = bert.num_hidden_layers;
+        m.num_attention_heads = bert.num_attention_heads;
+        m.intermediate_size = bert.intermediate_size;
+        m.max_position_embeddings = bert.max_position_embeddings;
+    }
+    config.data.path = data.display().to_string();
+    Ok(config)
+}
+
+/// What every rank must agree on: the configuration less the corpus path (nodes may mount
+/// the corpus elsewhere) and the device request, plus the corpus manifest's hash.
+fn agreement_text(config: &RunConfig, manifest_sha256: &str) -> String {
+    let mut c = config.clone();
+    c.data.path = String::new();
+    format!(
+        "{}corpus.manifest_sha256 = {manifest_sha256}\n",
+        run_agreement::flatten(&c)
+    )
+}
+
+/// The first line of the `config.toml` this command writes: a file without it is not ours.
+const CONFIG_HEADER: &str = "# biobert pretrain: the configuration this run ran with";
+
+/// Writes RUN/config.toml (through a temporary file), refusing to replace a config.toml
+/// that another program wrote, or to fill a folder that is not a run folder.
+fn write_run_config(out: &Path, config: &RunConfig) -> Result<()> {
+    let path = out.join("config.toml");
+    if path.exists() {
+        let first = std::fs::read_to_string(&path).unwrap_or_default();
+        if !first.starts_with(CONFIG_HEADER) {
+            bail!(
+                "{}: not written by biobert pretrain; --out must be a new folder, an empty one or a run folder",
+                path.display()
+            );
+        }
+    } else if out.is_dir()
+        && std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_some()
+        && !out.join("checkpoints").is_dir()
+    {
+        bail!(
+            "{}: not empty and not a run folder; --out must be a new folder, an empty one or a run folder",
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let resolved = config.to_toml();
+    println!("# resolved configuration\n{resolved}");
+    let tmp = out.join("config.toml.tmp");
+    std::fs::write(&tmp, format!("{CONFIG_HEADER}\n{resolved}"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// The model's shape: from the folder it continues from (whose vocabulary must be the
@@ -202,7 +306,7 @@ fn train(
     run: &Run,
     dist: &Distributed,
     init_dir: Option<&Path>,
-    resume: Option<&str>,
+    resume_from: Option<PathBuf>,
 ) -> Result<()> {
     let c = &run.config;
     if c.data.max_seq_len as i64 > run.bert_config.max_position_embeddings {
@@ -225,6 +329,7 @@ fn train(
     }
     if let Some(dir) = init_dir {
         let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;
+        report.require_encoder(&dir.display().to_string())?;
         if dist.is_root() {
             println!("init: {} from {}", report.summary(), dir.display());
         }
@@ -238,8 +343,9 @@ fn train(
     }
     let checkpoints = run.out.join("checkpoints");
     let mut start_step = 0;
-    if let Some(from) = resume_point(&checkpoints, resume)? {
+    if let Some(from) = resume_from {
         let state = checkpoint::validate(&from)?;
+        check_resumed_run(run, &state, &from, dist.is_root())?;
         let (_, report) = hf_checkpoint::load_folder(&vs, &from)?;
         if !report.missing.is_empty() {
             bail!("{}: {}", from.display(), report.summary());
@@ -296,6 +402,7 @@ fn train(
             config: c.clone(),
             versions: versions(),
             files: BTreeMap::new(),
+            corpus_manifest_sha256: run.manifest.clone(),
         };
         checkpoint::save(
             &checkpoints,
@@ -308,6 +415,7 @@ fn train(
         )
     };
     let mut step = start_step;
+    let mut skipped_in_a_row = 0;
     while step < c.train.max_steps {
         let micro_batches = batches.recv().context("the data loader stopped")??;
         injected_failure(dist.rank, step + 1)?;
@@ -321,42 +429,54 @@ fn train(
             c.train.seed,
         )?;
         let loss = metrics.loss;
-        if !loss.is_finite() || !grad_norm.is_finite() {
+        let finite = loss.is_finite() && grad_norm.is_finite();
+        if finite {
+            skipped_in_a_row = 0;
+            optimizer.clip(grad_norm, c.train.max_grad_norm);
+            let lr = optimizer::learning_rate(&c.train, step);
+            optimizer.step(lr)?;
+            optimizer.zero_grad();
+            step += 1;
+            if let Some(logger) = &mut logger {
+                logger.record(&metrics, lr, grad_norm);
+                if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
+                    logger.flush(step);
+                }
+                // Evaluation runs on rank 0 alone: its held-out set is small and fixed.
+                if c.log.eval_every > 0 && step % c.log.eval_every == 0 {
+                    let eval = evaluate(
+                        &bert,
+                        &mut heldout,
+                        layout.micro_batch,
+                        c.log.eval_batches,
+                        run.device,
+                    )?;
+                    logger.eval(step, &eval);
+                }
+            }
+        } else {
             let last = last_checkpoint
                 .as_ref()
                 .map_or("none".to_string(), |p| p.display().to_string());
             if c.train.on_nan == "stop" {
                 bail!("step {}: the loss is {loss} (gradient norm {grad_norm}); last good checkpoint: {last}", step + 1);
             }
-            eprintln!(
-                "warning: step {}: loss {loss}, step skipped (train.on_nan = skip)",
-                step + 1
-            );
+            skipped_in_a_row += 1;
+            if skipped_in_a_row >= c.train.max_skipped_steps {
+                bail!(
+                    "step {}: {skipped_in_a_row} steps in a row had a non-finite loss or gradient (last: loss {loss}, gradient norm {grad_norm}; train.max_skipped_steps = {}): the model or the data is broken, not one batch; last good checkpoint: {last}",
+                    step + 1,
+                    c.train.max_skipped_steps
+                );
+            }
+            if dist.is_root() {
+                eprintln!(
+                    "warning: step {}: loss {loss}, step skipped (train.on_nan = skip; {skipped_in_a_row} in a row)",
+                    step + 1
+                );
+            }
             optimizer.zero_grad();
             step += 1;
-            continue;
-        }
-        optimizer.clip(grad_norm, c.train.max_grad_norm);
-        let lr = optimizer::learning_rate(&c.train, step);
-        optimizer.step(lr)?;
-        optimizer.zero_grad();
-        step += 1;
-        if let Some(logger) = &mut logger {
-            logger.record(&metrics, lr, grad_norm);
-            if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
-                logger.flush(step);
-            }
-            // Evaluation runs on rank 0 alone: its held-out set is small and fixed.
-            if c.log.eval_every > 0 && step % c.log.eval_every == 0 {
-                let eval = evaluate(
-                    &bert,
-                    &mut heldout,
-                    layout.micro_batch,
-                    c.log.eval_batches,
-                    run.device,
-                )?;
-                logger.eval(step, &eval);
-            }
         }
         // A signal to any rank stops every rank after the same step.
         let mut flags = [f64::from(u8::from(STOP.load(Ordering::SeqCst)))];
@@ -384,6 +504,42 @@ fn train(
         println!(
             "nothing to do: the run is already at step {start_step} of {}",
             c.train.max_steps
+        );
+    }
+    Ok(())
+}
+
+/// Resuming on another corpus is refused unless asked for; other changes to the
+/// configuration are allowed (a new learning rate, more steps) and listed.
+fn check_resumed_run(run: &Run, state: &TrainerState, from: &Path, root: bool) -> Result<()> {
+    let was = &state.corpus_manifest_sha256;
+    if !was.is_empty() && *was != run.manifest {
+        if !run.allow_new_corpus {
+            bail!(
+                "{}: written for another corpus (manifest sha256 {}…, now {}…): resume with --allow-new-corpus to continue on this one, or give the original --data",
+                from.display(),
+                &was[..12.min(was.len())],
+                &run.manifest[..12.min(run.manifest.len())]
+            );
+        }
+        if root {
+            println!("resume: on another corpus than the checkpoint's (--allow-new-corpus)");
+        }
+    }
+    let text = |c: &RunConfig| {
+        let mut c = c.clone();
+        c.data.path = String::new();
+        run_agreement::flatten(&c)
+    };
+    let changed = run_agreement::differences(&text(&run.config), &text(&state.config));
+    if root && !changed.is_empty() {
+        let changed: Vec<String> = changed
+            .iter()
+            .map(|d| d.replace("(rank 0: ", "(checkpoint: "))
+            .collect();
+        println!(
+            "resume: configuration changed since the checkpoint: {}",
+            changed.join("; ")
         );
     }
     Ok(())

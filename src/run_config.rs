@@ -113,6 +113,10 @@ pub struct TrainConfig {
     /// What a NaN or infinite loss does: "stop" or "skip" the step.
     #[serde(default = "stop")]
     pub on_nan: String,
+    /// With on_nan = "skip": this many skipped steps in a row stop the run (the model or
+    /// the data is broken, not one batch).
+    #[serde(default = "d10u")]
+    pub max_skipped_steps: u64,
     /// "auto" (the rank's GPU when torch can use one, the CPU on hosts without an NVIDIA
     /// driver; a host whose driver torch cannot use is an error), "cuda" or "cpu".
     #[serde(default = "auto")]
@@ -342,6 +346,132 @@ impl RunConfig {
         }
         if self.data.max_seq_len < 8 {
             bail!("data.max_seq_len {} is too short", self.data.max_seq_len);
+        }
+        self.validate_ranges()
+    }
+
+    /// Values outside what the algorithms mean: each would run and silently do something
+    /// else (MLM off, no held-out set, a schedule that never warms up...).
+    fn validate_ranges(&self) -> Result<()> {
+        let (d, t) = (&self.data, &self.train);
+        let within = |key: &str, v: f64, ok: bool, expected: &str| -> Result<()> {
+            if ok && v.is_finite() {
+                Ok(())
+            } else {
+                bail!("{key} = {v}: expected {expected}")
+            }
+        };
+        within(
+            "data.masked_lm_prob",
+            d.masked_lm_prob,
+            d.masked_lm_prob > 0.0 && d.masked_lm_prob <= 1.0,
+            "a probability in (0, 1]",
+        )?;
+        within(
+            "data.short_seq_prob",
+            d.short_seq_prob,
+            (0.0..=1.0).contains(&d.short_seq_prob),
+            "a probability in [0, 1]",
+        )?;
+        within(
+            "data.heldout_fraction",
+            d.heldout_fraction,
+            (0.0..1.0).contains(&d.heldout_fraction),
+            "a fraction in [0, 1)",
+        )?;
+        if d.max_predictions_per_seq == 0 {
+            bail!("data.max_predictions_per_seq = 0: expected at least 1 (0 would turn MLM off)");
+        }
+        if d.max_predictions_per_seq >= d.max_seq_len {
+            bail!(
+                "data.max_predictions_per_seq = {} is not below data.max_seq_len = {}",
+                d.max_predictions_per_seq,
+                d.max_seq_len
+            );
+        }
+        within(
+            "train.learning_rate",
+            t.learning_rate,
+            t.learning_rate > 0.0,
+            "a positive number",
+        )?;
+        within(
+            "train.weight_decay",
+            t.weight_decay,
+            t.weight_decay >= 0.0,
+            "zero or more",
+        )?;
+        within(
+            "train.beta1",
+            t.beta1,
+            (0.0..1.0).contains(&t.beta1),
+            "a number in [0, 1)",
+        )?;
+        within(
+            "train.beta2",
+            t.beta2,
+            (0.0..1.0).contains(&t.beta2),
+            "a number in [0, 1)",
+        )?;
+        within(
+            "train.epsilon",
+            t.epsilon,
+            t.epsilon > 0.0,
+            "a positive number",
+        )?;
+        within(
+            "train.max_grad_norm",
+            t.max_grad_norm,
+            t.max_grad_norm >= 0.0,
+            "zero (no clipping) or more",
+        )?;
+        within(
+            "train.poly_power",
+            t.poly_power,
+            t.poly_power > 0.0,
+            "a positive number",
+        )?;
+        if t.max_steps == 0 {
+            bail!("train.max_steps = 0: expected at least 1");
+        }
+        if t.warmup_steps > t.max_steps {
+            bail!(
+                "train.warmup_steps = {} exceeds train.max_steps = {}: the learning rate would never reach its peak",
+                t.warmup_steps,
+                t.max_steps
+            );
+        }
+        if t.max_skipped_steps == 0 {
+            bail!("train.max_skipped_steps = 0: expected at least 1");
+        }
+        if self.checkpoint.keep == 0 {
+            bail!("checkpoint.keep = 0: expected at least 1 (resuming needs one)");
+        }
+        if self.log.every == 0 {
+            bail!("log.every = 0: expected at least 1");
+        }
+        within(
+            "log.peak_tflops",
+            self.log.peak_tflops,
+            self.log.peak_tflops >= 0.0,
+            "zero (from the GPU's name) or more",
+        )?;
+        let m = &self.model;
+        if let Some(p) = m.hidden_dropout_prob {
+            within(
+                "model.hidden_dropout_prob",
+                p,
+                (0.0..1.0).contains(&p),
+                "a probability in [0, 1)",
+            )?;
+        }
+        if let Some(p) = m.attention_probs_dropout_prob {
+            within(
+                "model.attention_probs_dropout_prob",
+                p,
+                (0.0..1.0).contains(&p),
+                "a probability in [0, 1)",
+            )?;
         }
         Ok(())
     }

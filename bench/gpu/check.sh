@@ -147,7 +147,7 @@ check "2 ranks x 8 sharing the device (MPI) = 1 rank x 16" two_ranks_share
 
 nccl_refuses_shared_gpu() {
   local started=$SECONDS rc=0
-  timeout 180 "${MPIRUN[@]}" "$BIN/biobert" pretrain "${TINY[@]}" --out "$WORK/2nccl" --max-steps 5 \
+  timeout 180 "${MPIRUN[@]}" "$BIN/biobert" pretrain "${TINY[@]}" --out "$WORK/2nccl" --max-steps 6 \
     --set distributed.backend=nccl || rc=$?
   echo "exit $rc after $((SECONDS - started)) s"
   [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]

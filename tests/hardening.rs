@@ -1,0 +1,279 @@
+//! Bad input a new user gives `biobert pretrain`, each once silent or destructive: names
+//! that do not match (random weights), shape keys that contradict the folder (a config
+//! printed that is not the one that ran), ranks that disagree, values out of range,
+//! skipped steps without end, a config.toml that is not ours, a resume on another corpus.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::*;
+use tch::Tensor;
+
+fn corpus() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        prepare_corpus(
+            "hardening-test",
+            vec![workspace().join("sample/pubmed")],
+            vec![workspace().join("sample/pmc")],
+            1 << 30,
+        )
+    })
+}
+
+fn other_corpus() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        prepare_corpus(
+            "hardening-test-other",
+            vec![workspace().join("sample/pubmed")],
+            vec![],
+            1 << 30,
+        )
+    })
+}
+
+fn pretrain(out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = biobert();
+    cmd.arg("pretrain")
+        .arg("--config")
+        .arg(workspace().join("configs/tiny.toml"))
+        .arg("--data")
+        .arg(corpus())
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    cmd
+}
+
+fn fails_with(cmd: &mut std::process::Command, expected: &str) -> String {
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "expected a failure:\n{}{err}",
+        stdout(&out)
+    );
+    assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+    err
+}
+
+/// all-MiniLM-L6-v2 with every tensor name behind `prefix`.
+fn minilm_renamed(dir: &Path, prefix: &str) -> PathBuf {
+    let folder = dir.join(format!("minilm-{}", prefix.trim_end_matches('.')));
+    std::fs::create_dir_all(&folder).unwrap();
+    let weights = Tensor::read_safetensors(minilm_dir().join("model.safetensors")).unwrap();
+    let renamed: Vec<(String, Tensor)> = weights
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}{n}"), t))
+        .collect();
+    Tensor::write_safetensors(&renamed, folder.join("model.safetensors")).unwrap();
+    for f in ["config.json", "vocab.txt"] {
+        std::fs::copy(minilm_dir().join(f), folder.join(f)).unwrap();
+    }
+    folder
+}
+
+#[test]
+fn a_data_parallel_checkpoint_loads_and_unknown_names_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wrapped = minilm_renamed(tmp.path(), "module.");
+    let init = format!("model.init={}", wrapped.display());
+    let out = run_ok(&mut pretrain(
+        &tmp.path().join("ok"),
+        &["--max-steps", "6", "--set", &init],
+    ));
+    let text = stdout(&out);
+    assert!(text.contains("init: loaded"), "{text}");
+    // The pretraining heads start fresh, and the line says so briefly.
+    let line = text.lines().find(|l| l.starts_with("init:")).unwrap();
+    assert!(line.len() < 400, "{line}");
+
+    let unknown = minilm_renamed(tmp.path(), "encoder_wrapper.");
+    let init = format!("model.init={}", unknown.display());
+    let run = tmp.path().join("refused");
+    fails_with(
+        &mut pretrain(&run, &["--max-steps", "6", "--set", &init]),
+        "of the model's embedding and encoder tensors are not in the checkpoint",
+    );
+    assert!(!run.join("checkpoints").exists());
+}
+
+#[test]
+fn the_configuration_saved_is_the_one_that_ran() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = format!("model.init={}", minilm_dir().display());
+    let out = tmp.path().join("run");
+    run_ok(&mut pretrain(&out, &["--max-steps", "6", "--set", &init]));
+    let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(saved.contains("hidden_size = 384"), "{saved}");
+    assert!(saved.contains("num_hidden_layers = 6"), "{saved}");
+    assert!(
+        saved.contains(&format!("path = \"{}\"", corpus().display())),
+        "{saved}"
+    );
+
+    fails_with(
+        &mut pretrain(
+            &tmp.path().join("contradicts"),
+            &[
+                "--max-steps",
+                "6",
+                "--set",
+                &init,
+                "--set",
+                "model.hidden_size=768",
+            ],
+        ),
+        "whose hidden_size is 384",
+    );
+}
+
+#[test]
+fn ranks_with_different_configurations_stop_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut cmd = mpirun(1);
+    let mut rank = |cmd: &mut std::process::Command, lr: &str| {
+        cmd.arg(biobert_path())
+            .arg("pretrain")
+            .arg("--config")
+            .arg(workspace().join("configs/tiny.toml"))
+            .arg("--data")
+            .arg(corpus())
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--max-steps",
+                "6",
+                "--set",
+                &format!("train.learning_rate={lr}"),
+            ]);
+    };
+    rank(&mut cmd, "0.001");
+    cmd.args([":", "-np", "1"]);
+    rank(&mut cmd, "0.002");
+    let err = fails_with(&mut cmd, "configuration differs from rank 0's");
+    assert!(
+        err.contains("train.learning_rate = 0.002 (rank 0: 0.001)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn values_out_of_range_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (set, expected) in [
+        (
+            "train.learning_rate=-1e-4",
+            "train.learning_rate = -0.0001: expected a positive number",
+        ),
+        ("data.masked_lm_prob=1.5", "data.masked_lm_prob = 1.5"),
+        ("data.heldout_fraction=1.0", "data.heldout_fraction = 1"),
+        ("data.max_predictions_per_seq=0", "MLM off"),
+        ("train.warmup_steps=100", "exceeds train.max_steps"),
+    ] {
+        let run = tmp.path().join("run");
+        fails_with(
+            &mut pretrain(&run, &["--max-steps", "20", "--set", set]),
+            expected,
+        );
+        assert!(!run.exists(), "{set}: the run folder was created");
+    }
+}
+
+#[test]
+fn skipped_steps_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A learning rate of 1e30 makes every step after the first non-finite.
+    fails_with(
+        &mut pretrain(
+            &tmp.path().join("run"),
+            &[
+                "--max-steps",
+                "40",
+                "--set",
+                "train.learning_rate=1e30",
+                "--set",
+                "train.warmup_steps=0",
+                "--set",
+                "train.on_nan=skip",
+                "--set",
+                "train.max_skipped_steps=3",
+            ],
+        ),
+        "3 steps in a row had a non-finite loss or gradient",
+    );
+}
+
+#[test]
+fn a_folder_that_is_not_a_run_is_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mine");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("config.toml"), "my own file\n").unwrap();
+    fails_with(
+        &mut pretrain(&out, &["--max-steps", "6"]),
+        "not written by biobert pretrain",
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("config.toml")).unwrap(),
+        "my own file\n"
+    );
+
+    // A refused resume does not rewrite the run's config.toml either.
+    let run = tmp.path().join("run");
+    run_ok(&mut pretrain(&run, &["--max-steps", "6"]));
+    let before = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    fails_with(
+        &mut pretrain(
+            &run,
+            &["--max-steps", "12", "--set", "train.learning_rate=0.5"],
+        ),
+        "add --resume auto",
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn resuming_on_another_corpus_is_refused_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    run_ok(&mut pretrain(&run, &["--max-steps", "6"]));
+    let elsewhere = |steps: &str, extra: &[&str]| {
+        let mut cmd = biobert();
+        cmd.arg("pretrain")
+            .arg("--config")
+            .arg(workspace().join("configs/tiny.toml"))
+            .arg("--data")
+            .arg(other_corpus())
+            .arg("--out")
+            .arg(&run)
+            .args(["--max-steps", steps, "--resume", "auto"])
+            .args(extra);
+        cmd
+    };
+    fails_with(&mut elsewhere("8", &[]), "written for another corpus");
+    let out = run_ok(&mut elsewhere("8", &["--allow-new-corpus"]));
+    assert!(
+        stdout(&out).contains("resume: on another corpus"),
+        "{}",
+        stdout(&out)
+    );
+    // The checkpoints from here on belong to the new corpus. Other changes are allowed and
+    // listed.
+    let out = run_ok(&mut elsewhere(
+        "10",
+        &["--set", "train.learning_rate=0.0005"],
+    ));
+    let text = stdout(&out);
+    assert!(
+        text.contains("train.learning_rate = 0.0005 (checkpoint: 0.001)"),
+        "{text}"
+    );
+}
