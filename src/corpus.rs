@@ -98,6 +98,27 @@ impl Corpus {
         let s = self.seq_starts.partition_point(|&start| start <= q) - 1;
         self.shards[s].read_sequence((q - self.seq_starts[s]) as usize, out);
     }
+
+    /// Appends tokens `from..to` of sequence `q` to `out`, checking that every id is in the
+    /// vocabulary (an id beyond it would crash the embedding lookup): an error names the
+    /// shard and the sequence.
+    pub fn read_checked(&self, q: u64, from: usize, to: usize, out: &mut Vec<u32>) -> Result<()> {
+        let s = self.seq_starts.partition_point(|&start| start <= q) - 1;
+        let local = (q - self.seq_starts[s]) as usize;
+        let mut all = Vec::new();
+        self.shards[s].read_sequence(local, &mut all);
+        let part = &all[from.min(all.len())..to.min(all.len())];
+        if let Some(&id) = part.iter().find(|&&id| id as usize >= self.vocab.len()) {
+            bail!(
+                "{}: sequence {local} of shard {} holds token id {id}, but the vocabulary has {} entries: the shard was made with another vocabulary, or is damaged (corpus-tools verify checks every shard)",
+                self.dir.display(),
+                self.manifest.shards[s].name,
+                self.vocab.len()
+            );
+        }
+        out.extend_from_slice(part);
+        Ok(())
+    }
 }
 
 /// The sha256 of a vocabulary file, as the manifest records it.

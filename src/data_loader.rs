@@ -162,7 +162,7 @@ impl Sampler {
         }
     }
 
-    pub fn example(&mut self, sample: u64) -> Example {
+    pub fn example(&mut self, sample: u64) -> anyhow::Result<Example> {
         let (epoch, index) = self.locate(sample);
         let instance = self.instances(epoch)[index];
         instances::make_example(
@@ -175,21 +175,23 @@ impl Sampler {
         )
     }
 
-    /// A held-out example (the sampler must have been built on held-out documents).
-    pub fn heldout_example(&mut self, index: u64) -> Option<Example> {
+    /// A held-out example (the sampler must have been built on held-out documents);
+    /// `None` when there are no held-out documents.
+    pub fn heldout_example(&mut self, index: u64) -> anyhow::Result<Option<Example>> {
         let list = self.instances(HELDOUT_EPOCH);
         if list.is_empty() {
-            return None;
+            return Ok(None);
         }
         let instance = list[(index as usize) % list.len()];
-        Some(instances::make_example(
+        instances::make_example(
             &self.corpus,
             &instance,
             &self.config,
             &self.special,
             HELDOUT_EPOCH,
             index,
-        ))
+        )
+        .map(Some)
     }
 
     pub fn epoch_size(&mut self, epoch: u64) -> u64 {
@@ -275,8 +277,10 @@ pub fn prefetch(
             let batches: anyhow::Result<Vec<TensorBatch>> = (0..layout.accumulation)
                 .map(|m| {
                     let samples = layout.samples(step, m);
-                    let examples: Vec<Example> =
-                        samples.clone().map(|s| sampler.example(s)).collect();
+                    let examples: Vec<Example> = samples
+                        .clone()
+                        .map(|s| sampler.example(s))
+                        .collect::<anyhow::Result<_>>()?;
                     let mut batch = collate(&examples);
                     batch.first_sample = samples.start;
                     match device {

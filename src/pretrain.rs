@@ -416,8 +416,17 @@ fn train(
     };
     let mut step = start_step;
     let mut skipped_in_a_row = 0;
+    let mut saved_step = start_step;
     while step < c.train.max_steps {
-        let micro_batches = batches.recv().context("the data loader stopped")??;
+        let Some(micro_batches) = next_batches(&batches, dist)? else {
+            // A signal while the loader was busy: the last completed step is saved.
+            if dist.is_root() && step > saved_step {
+                let path = save(step, &optimizer)?;
+                println!("checkpoint: {}", path.display());
+            }
+            println!("stopped by a signal after step {step}, while the data loader was busy; resume with --resume auto");
+            return Ok(());
+        };
         injected_failure(dist.rank, step + 1)?;
         let (metrics, grad_norm) = train_step(
             &bert,
@@ -490,6 +499,7 @@ fn train(
                 let path = save(step, &optimizer)?;
                 println!("checkpoint: {}", path.display());
                 last_checkpoint = Some(path);
+                saved_step = step;
             }
             dist.barrier();
         }
@@ -507,6 +517,33 @@ fn train(
         );
     }
     Ok(())
+}
+
+/// The next step's batches, waiting for the loader while watching for a stop signal. A
+/// lone rank stops at once (`None`); ranks of a job must stop after the same step, so they
+/// wait for the batch, but not forever.
+fn next_batches(
+    batches: &crossbeam_channel::Receiver<Result<Vec<TensorBatch>>>,
+    dist: &Distributed,
+) -> Result<Option<Vec<TensorBatch>>> {
+    use crossbeam_channel::RecvTimeoutError;
+    let mut signalled: Option<Instant> = None;
+    loop {
+        match batches.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(batch) => return batch.map(Some),
+            Err(RecvTimeoutError::Disconnected) => bail!("the data loader stopped"),
+            Err(RecvTimeoutError::Timeout) if STOP.load(Ordering::SeqCst) => {
+                if dist.size == 1 {
+                    return Ok(None);
+                }
+                let since = *signalled.get_or_insert_with(Instant::now);
+                if since.elapsed().as_secs() >= 60 {
+                    bail!("stopped by a signal; the data loader has been busy for a minute since, so the step cannot finish: the job ends at its last checkpoint");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
 }
 
 /// Resuming on another corpus is refused unless asked for; other changes to the
@@ -693,7 +730,7 @@ fn evaluate(
     for k in 0..batches {
         let examples: Option<Vec<_>> = (0..micro)
             .map(|i| heldout.heldout_example(k * micro + i))
-            .collect();
+            .collect::<Result<_>>()?;
         let Some(examples) = examples else {
             return Ok(None);
         };

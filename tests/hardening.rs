@@ -136,7 +136,7 @@ fn ranks_with_different_configurations_stop_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let mut cmd = mpirun(1);
-    let mut rank = |cmd: &mut std::process::Command, lr: &str| {
+    let rank = |cmd: &mut std::process::Command, lr: &str| {
         cmd.arg(biobert_path())
             .arg("pretrain")
             .arg("--config")
@@ -276,4 +276,31 @@ fn resuming_on_another_corpus_is_refused_unless_asked() {
         text.contains("train.learning_rate = 0.0005 (checkpoint: 0.001)"),
         "{text}"
     );
+}
+
+#[test]
+fn token_ids_beyond_the_vocabulary_name_the_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let damaged = tmp.path().join("corpus");
+    std::fs::create_dir_all(&damaged).unwrap();
+    for entry in std::fs::read_dir(corpus()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), damaged.join(entry.file_name())).unwrap();
+    }
+    // A vocabulary cut to 1,000 entries: most ids in the shards are now beyond it.
+    let vocab = std::fs::read_to_string(damaged.join("vocab.txt")).unwrap();
+    let cut: Vec<&str> = vocab.lines().take(1000).collect();
+    std::fs::write(damaged.join("vocab.txt"), cut.join("\n") + "\n").unwrap();
+    let mut cmd = biobert();
+    cmd.arg("pretrain")
+        .arg("--config")
+        .arg(workspace().join("configs/tiny.toml"))
+        .arg("--data")
+        .arg(&damaged)
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .args(["--max-steps", "6"]);
+    let err = fails_with(&mut cmd, "of shard shard_00000 holds token id");
+    assert!(err.contains("the vocabulary has 1000 entries"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

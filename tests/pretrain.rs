@@ -264,7 +264,7 @@ fn instance_statistics_follow_googles_algorithm() {
         (0usize, 0usize, 0usize, 0usize, 0usize);
     let (mut lengths, mut capped) = (Vec::new(), 0usize);
     for (k, instance) in list.iter().enumerate() {
-        let e = instances::make_example(&corpus, instance, &config, &special, 0, k as u64);
+        let e = instances::make_example(&corpus, instance, &config, &special, 0, k as u64).unwrap();
         assert!(e.input_ids.len() <= 128);
         lengths.push(e.input_ids.len());
         full += usize::from(e.input_ids.len() >= 120);

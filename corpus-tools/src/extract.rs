@@ -455,6 +455,12 @@ fn scan_input_ids<R: Read>(
     }
 }
 
+/// A "sentence" longer than this is not prose (a table, a sequence dump, markup that lost
+/// its breaks: one seen was 3.27 million tokens on one line). It is dropped and counted:
+/// training would cut any sentence to max_seq_len (512 at most) anyway, and such lines
+/// would only cost time.
+pub const MAX_SENTENCE_TOKENS: usize = 4096;
+
 /// Sentences (and word pieces) of a kept record; `None` when nothing is left.
 fn make_doc(
     id: String,
@@ -474,7 +480,9 @@ fn make_doc(
         let mut kept = Vec::with_capacity(sentences.len());
         for s in sentences {
             let ids = t.encode(&s)?;
-            if !ids.is_empty() {
+            if ids.len() > MAX_SENTENCE_TOKENS {
+                counts.add("skipped_sentences_over_4096_tokens", 1);
+            } else if !ids.is_empty() {
                 tokens.push(ids);
                 kept.push(s);
             }

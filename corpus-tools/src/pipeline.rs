@@ -230,6 +230,12 @@ pub fn shard_text(
         .collect();
     let mut counts = text_manifest.counts.clone();
     counts.0.insert("tokens".into(), totals.tokens);
+    let long = counters.long_sentences.load(Ordering::Relaxed);
+    if long > 0 {
+        counts
+            .0
+            .insert("skipped_sentences_over_4096_tokens".into(), long);
+    }
     let manifest = finish(
         "shard",
         settings,
@@ -280,7 +286,9 @@ fn tokenize_text_shard(
         let mut kept = Vec::with_capacity(sentences.len());
         for s in sentences {
             let ids = tokenizer.encode(&s)?;
-            if !ids.is_empty() {
+            if ids.len() > crate::extract::MAX_SENTENCE_TOKENS {
+                counters.long_sentences.fetch_add(1, Ordering::Relaxed);
+            } else if !ids.is_empty() {
                 tokens.push(ids);
                 kept.push(s);
             }

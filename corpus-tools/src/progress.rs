@@ -14,6 +14,8 @@ pub struct Counters {
     pub bytes: Arc<AtomicU64>,
     pub documents: AtomicU64,
     pub tokens: AtomicU64,
+    /// Sentences dropped for being longer than `extract::MAX_SENTENCE_TOKENS`.
+    pub long_sentences: AtomicU64,
 }
 
 pub struct Progress {

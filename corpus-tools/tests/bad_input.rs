@@ -140,3 +140,37 @@ fn on_error_skip_keeps_the_records_before_the_damage_and_reports_the_file() {
         && s["error"].is_string()));
     run_ok(corpus_tools().arg("verify").arg(&out));
 }
+
+/// A "sentence" of ~100,000 tokens (a table or a sequence dump that lost its breaks) is
+/// dropped and counted, not kept for the trainer to cut down every time it is drawn.
+#[test]
+fn an_overlong_sentence_is_dropped_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let words: Vec<String> = (0..50_000).map(|i| format!("ACGT{i}")).collect();
+    let xml = format!(
+        "<?xml version=\"1.0\"?>\n<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>42</PMID>\
+         <Article><Language>eng</Language><ArticleTitle>A normal title.</ArticleTitle><Abstract>\
+         <AbstractText>A first sentence that is fine. {}</AbstractText></Abstract></Article>\
+         </MedlineCitation></PubmedArticle></PubmedArticleSet>\n",
+        words.join(" ")
+    );
+    let input = tmp.path().join("pubmed25n0001.xml");
+    std::fs::write(&input, xml).unwrap();
+    let out = tmp.path().join("corpus");
+    let result = run_ok(
+        corpus_tools()
+            .arg("prepare")
+            .arg("--pubmed")
+            .arg(&input)
+            .arg("--vocab")
+            .arg(minilm_dir().join("vocab.txt"))
+            .arg("--out")
+            .arg(&out),
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(stdout.contains("sentences over 4096 tokens 1"), "{stdout}");
+    let m = manifest(&out);
+    assert_eq!(count(&m, "skipped_sentences_over_4096_tokens"), 1);
+    assert_eq!(count(&m, "documents"), 1);
+    assert!(count(&m, "tokens") < 100, "{m}");
+}
