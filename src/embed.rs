@@ -35,8 +35,12 @@ pub struct EmbedArgs {
     /// Sentences, one a line (UTF-8).
     #[arg(long)]
     pub input: PathBuf,
+    /// The features file to write (a new file: see --force).
     #[arg(long)]
     pub output: PathBuf,
+    /// Replace --output if it exists (never the input or a file of the model folder).
+    #[arg(long)]
+    pub force: bool,
     /// Layers to output, comma-separated: -1 is the last layer, 0 the embeddings.
     #[arg(long, default_value = "-1", allow_hyphen_values = true)]
     pub layers: String,
@@ -62,6 +66,7 @@ pub enum Precision {
 }
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
+    check_output(args)?;
     let device = device_selection::parse(&args.device)?;
     let config = hf_checkpoint::read_config(&args.model)?;
     let vs = VarStore::new(Device::Cpu);
@@ -223,6 +228,38 @@ fn embed_batch(
                 .collect()
         })
         .collect()
+}
+
+/// The output must be a new file (or, with --force, any file but the input and the
+/// model's own files).
+fn check_output(args: &EmbedArgs) -> Result<()> {
+    let out = &args.output;
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let out_dir = canonical(parent);
+    if out.exists() || out_dir.is_some() {
+        let same = |p: &Path| canonical(p).is_some() && canonical(p) == canonical(out);
+        if same(&args.input) {
+            bail!("--output {}: is the input file", out.display());
+        }
+        if out_dir.is_some() && out_dir == canonical(&args.model) {
+            bail!(
+                "--output {}: is inside the model folder {}; write the features elsewhere",
+                out.display(),
+                args.model.display()
+            );
+        }
+    }
+    if out.exists() && !args.force {
+        bail!(
+            "--output {}: exists; embed writes a new file (--force replaces it)",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 fn write_safetensors(

@@ -19,17 +19,36 @@ pub struct ExportArgs {
     /// A checkpoint folder (config.json, model.safetensors, vocab.txt).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// The Hugging Face folder to write (created; must not hold a model already).
+    /// The Hugging Face folder to write: a new or empty folder (see --force).
     #[arg(long)]
     pub out: PathBuf,
+    /// Write into a folder that already holds files (replacing the export's own files).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let (config, vs, lowercase) = load_checkpoint(&args.checkpoint)?;
+    let checkpoint = follow_latest(&args.checkpoint)?;
+    let occupied = args.out.is_dir()
+        && std::fs::read_dir(&args.out)
+            .with_context(|| format!("reading {}", args.out.display()))?
+            .next()
+            .is_some();
+    if occupied && !args.force {
+        bail!(
+            "--out {}: not empty; export writes into a new or empty folder (--force writes into it anyway)",
+            args.out.display()
+        );
+    }
+    let (config, vs, lowercase) = load_checkpoint(&checkpoint)?;
+    if args.force && args.out.join("model.safetensors").exists() {
+        std::fs::remove_file(args.out.join("model.safetensors"))
+            .with_context(|| format!("replacing {}", args.out.display()))?;
+    }
     write_hf_folder(
         &config,
         &vs,
-        &args.checkpoint.join("vocab.txt"),
+        &checkpoint.join("vocab.txt"),
         lowercase,
         &args.out,
     )?;
@@ -40,6 +59,23 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         config.vocab_size
     );
     Ok(())
+}
+
+/// `RUN/checkpoints/latest` is a file naming the newest checkpoint folder beside it.
+pub fn follow_latest(path: &Path) -> Result<PathBuf> {
+    if !path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let name =
+        std::fs::read_to_string(path).with_context(|| format!("{}: unreadable", path.display()))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        bail!(
+            "{}: expected a folder, or a `latest` file naming a checkpoint folder beside it",
+            path.display()
+        );
+    }
+    Ok(path.with_file_name(name))
 }
 
 /// Loads a checkpoint folder on the CPU; returns the config, the weights and the casing.

@@ -304,3 +304,62 @@ fn token_ids_beyond_the_vocabulary_name_the_shard() {
     assert!(err.contains("the vocabulary has 1000 entries"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn embed_and_export_never_overwrite_what_they_did_not_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = workspace().join("tests/fixtures/tiny_bert");
+    let input = tmp.path().join("sentences.txt");
+    std::fs::write(&input, "A first sentence.\nA second one.\n").unwrap();
+    let embed = |output: &Path, force: bool| {
+        let mut cmd = biobert();
+        cmd.args(["embed", "--device", "cpu", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(output);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd
+    };
+    fails_with(&mut embed(&input, true), "is the input file");
+    fails_with(
+        &mut embed(&model.join("model.safetensors"), true),
+        "is inside the model folder",
+    );
+    let existing = tmp.path().join("features.safetensors");
+    std::fs::write(&existing, "someone's file").unwrap();
+    fails_with(
+        &mut embed(&existing, false),
+        "exists; embed writes a new file",
+    );
+    assert_eq!(
+        std::fs::read_to_string(&existing).unwrap(),
+        "someone's file"
+    );
+    run_ok(&mut embed(&existing, true));
+
+    // export: a folder with files in it is refused; `latest` is followed.
+    let run = tmp.path().join("run");
+    run_ok(&mut pretrain(&run, &["--max-steps", "6"]));
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    let export = |out: &Path| {
+        let mut cmd = biobert();
+        cmd.args(["export", "--checkpoint"])
+            .arg(run.join("checkpoints/latest"))
+            .arg("--out")
+            .arg(out);
+        cmd
+    };
+    fails_with(&mut export(&busy), "not empty");
+    assert_eq!(
+        std::fs::read_to_string(busy.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    run_ok(&mut export(&tmp.path().join("hf")));
+    assert!(tmp.path().join("hf/model.safetensors").is_file());
+}

@@ -351,6 +351,18 @@ fn open_output(output: &OutputOptions, spec: &RunSpec) -> Result<Vec<ShardEntry>
             out.display()
         );
     }
+    // A folder holding anything else is not ours to write shards into.
+    if out.is_dir()
+        && std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{}: not empty; write the corpus into a new or empty folder",
+            out.display()
+        );
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     manifest::write_json(&spec_path, spec)?;
     Ok(Vec::new())

@@ -174,3 +174,30 @@ fn an_overlong_sentence_is_dropped_and_counted() {
     assert_eq!(count(&m, "documents"), 1);
     assert!(count(&m, "tokens") < 100, "{m}");
 }
+
+/// prepare writes only into a new or empty folder: files of someone else's are not
+/// overwritten.
+#[test]
+fn prepare_refuses_a_folder_that_holds_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("busy");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("shard_00000.bin"), "not ours").unwrap();
+    let result = corpus_tools()
+        .arg("prepare")
+        .arg("--pubmed")
+        .arg(shared_data().join("pubmed/pubmed1.xml"))
+        .arg("--vocab")
+        .arg(minilm_dir().join("vocab.txt"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("shard_00000.bin")).unwrap(),
+        "not ours"
+    );
+}
