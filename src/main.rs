@@ -14,6 +14,7 @@ use biobert::torch_runtime;
 #[derive(Parser)]
 #[command(
     name = "biobert",
+    bin_name = "biobert",
     version,
     about = "BioBERT pretraining: BERT-base further pretrained on PubMed and PMC"
 )]

@@ -105,11 +105,16 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             println!("{note}");
         }
         let device = choice.device;
-        let (bert_config, init_dir) = model_config(&config, &corpus)?;
+        let resume_from = resume_point(&args.out.join("checkpoints"), args.resume.as_deref())?;
+        // A resumed run takes its shape and weights from the checkpoint: the folder it
+        // started from is no longer needed.
+        let (bert_config, init_dir) = match &resume_from {
+            Some(checkpoint) => (model_config_of(checkpoint, &config, &corpus)?, None),
+            None => model_config(&config, &corpus)?,
+        };
         let config = effective_config(config, &bert_config, &data, &overrides)?;
         let manifest = corpus::file_sha256(&corpus.dir.join("manifest.json"))?;
         run_agreement::check(&dist, &agreement_text(&config, &manifest))?;
-        let resume_from = resume_point(&args.out.join("checkpoints"), args.resume.as_deref())?;
         if dist.is_root() {
             write_run_config(&args.out, &config)?;
             println!("ranks: {} (rank 0 on {device:?})", dist.size);
@@ -244,31 +249,8 @@ fn write_run_config(out: &Path, config: &RunConfig) -> Result<()> {
 fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Option<PathBuf>)> {
     if config.model.init != "scratch" {
         let dir = PathBuf::from(&config.model.init);
-        let bert = hf_checkpoint::read_config(&dir).with_context(|| {
-            format!(
-                "model.init = {:?}: expected a BERT folder (Hugging Face or Google TensorFlow)",
-                config.model.init
-            )
-        })?;
-        let vocab = dir.join("vocab.txt");
-        if vocab.is_file() {
-            let model_hash = corpus::file_sha256(&vocab)?;
-            if model_hash != corpus.tokenizer_sha256() {
-                bail!(
-                    "{}: its vocab.txt (sha256 {}…) is not the vocabulary the corpus {} was tokenised with (sha256 {}…): re-shard the corpus with this vocab.txt",
-                    dir.display(), &model_hash[..12], corpus.dir.display(), &corpus.tokenizer_sha256()[..12.min(corpus.tokenizer_sha256().len())]
-                );
-            }
-        }
-        if bert.vocab_size as usize != corpus.vocab.len() {
-            bail!(
-                "{}: vocab_size {} differs from the corpus vocabulary ({} entries)",
-                dir.display(),
-                bert.vocab_size,
-                corpus.vocab.len()
-            );
-        }
-        return Ok((with_dropout(bert, config), Some(dir)));
+        let bert = model_config_of(&dir, config, corpus)?;
+        return Ok((bert, Some(dir)));
     }
     let m = &config.model;
     let mut bert = BertConfig::base(corpus.vocab.len() as i64);
@@ -279,6 +261,36 @@ fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Opti
     bert.max_position_embeddings = m.max_position_embeddings;
     bert.validate()?;
     Ok((with_dropout(bert, config), None))
+}
+
+/// The shape of the BERT folder `dir` (a pretrained model or a checkpoint), whose
+/// vocabulary must be the corpus'.
+fn model_config_of(dir: &Path, config: &RunConfig, corpus: &Corpus) -> Result<BertConfig> {
+    let bert = hf_checkpoint::read_config(dir).with_context(|| {
+        format!(
+            "{}: expected a BERT folder (Hugging Face or Google TensorFlow)",
+            dir.display()
+        )
+    })?;
+    let vocab = dir.join("vocab.txt");
+    if vocab.is_file() {
+        let model_hash = corpus::file_sha256(&vocab)?;
+        if model_hash != corpus.tokenizer_sha256() {
+            bail!(
+                    "{}: its vocab.txt (sha256 {}…) is not the vocabulary the corpus {} was tokenised with (sha256 {}…): re-shard the corpus with this vocab.txt",
+                    dir.display(), &model_hash[..12], corpus.dir.display(), &corpus.tokenizer_sha256()[..12.min(corpus.tokenizer_sha256().len())]
+                );
+        }
+    }
+    if bert.vocab_size as usize != corpus.vocab.len() {
+        bail!(
+            "{}: vocab_size {} differs from the corpus vocabulary ({} entries)",
+            dir.display(),
+            bert.vocab_size,
+            corpus.vocab.len()
+        );
+    }
+    Ok(with_dropout(bert, config))
 }
 
 fn with_dropout(mut bert: BertConfig, config: &RunConfig) -> BertConfig {

@@ -178,5 +178,8 @@ fn export_writes_a_hugging_face_folder_that_reloads_to_the_same_weights() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(!again.status.success() && stderr(&again).contains("already holds a model"));
+    assert!(
+        !again.status.success()
+            && stderr(&again).contains("not empty; export writes into a new or empty folder")
+    );
 }

@@ -363,3 +363,26 @@ fn embed_and_export_never_overwrite_what_they_did_not_write() {
     run_ok(&mut export(&tmp.path().join("hf")));
     assert!(tmp.path().join("hf/model.safetensors").is_file());
 }
+
+#[test]
+fn a_resumed_run_no_longer_needs_the_folder_it_started_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = minilm_renamed(tmp.path(), "");
+    let init = format!("model.init={}", start.display());
+    let run = tmp.path().join("run");
+    run_ok(&mut pretrain(&run, &["--max-steps", "6", "--set", &init]));
+    std::fs::remove_dir_all(&start).unwrap();
+    let out = run_ok(&mut pretrain(
+        &run,
+        &["--max-steps", "8", "--resume", "auto", "--set", &init],
+    ));
+    assert!(stdout(&out).contains("resume: step 6"), "{}", stdout(&out));
+}
+
+#[test]
+fn usage_lines_name_the_command_users_run() {
+    let out = run_ok(biobert().args(["pretrain", "--help"]));
+    let text = stdout(&out);
+    assert!(text.contains("biobert pretrain"), "{text}");
+    assert!(!text.contains("biobert-core"), "{text}");
+}

@@ -50,10 +50,12 @@ enum Command {
         text: PathBuf,
         #[command(flatten)]
         tok: TokenizerArgs,
+        /// Close a shard at the first document boundary at or past this many tokens.
         #[arg(long, default_value_t = 50_000_000)]
         target_tokens: u64,
         #[command(flatten)]
         out: OutArgs,
+        /// Worker threads (default: every core).
         #[arg(long, default_value_t = default_threads())]
         threads: usize,
     },
@@ -65,23 +67,29 @@ enum Command {
         /// Vocabulary size (BERT-base cased has 28,996).
         #[arg(long, default_value_t = 28_996)]
         size: usize,
+        /// Words seen fewer times than this are not learned.
         #[arg(long, default_value_t = 2)]
         min_frequency: u64,
         /// Lower-case (an uncased vocabulary); cased by default, as BioBERT.
         #[arg(long)]
         lowercase: bool,
+        /// The vocab.txt to write (a new file).
         #[arg(long)]
         out: PathBuf,
     },
     /// Counts, a length histogram and a few decoded documents.
     Inspect {
+        /// A corpus folder (with manifest.json).
         dir: PathBuf,
         /// How many documents to show.
         #[arg(long, default_value_t = 2)]
         documents: usize,
     },
     /// Checksums and structural checks of every shard.
-    Verify { dir: PathBuf },
+    Verify {
+        /// A corpus folder (with manifest.json).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -107,6 +115,7 @@ struct RawArgs {
     /// What a bad input file does: stop the run, or be skipped past the error.
     #[arg(long, value_enum, default_value_t = OnError::Fail)]
     on_error: OnError,
+    /// Worker threads (default: every core).
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
     #[command(flatten)]

@@ -87,12 +87,32 @@ impl Manifest {
                 manifest.format
             );
         }
+        // Every file the manifest names lives in the corpus folder: a name that climbs out
+        // of it (`../`, an absolute path) would have readers open files elsewhere.
+        let names = manifest
+            .shards
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(manifest.tokenizer.as_ref().map(|t| t.file.as_str()));
+        for name in names {
+            if !is_plain_file_name(name) {
+                bail!(
+                    "{}: names the file {name:?}, outside the corpus folder; expected a plain file name",
+                    path.display()
+                );
+            }
+        }
         Ok(manifest)
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         write_json(&dir.join(MANIFEST), self)
     }
+}
+
+/// A name with no folder part: not empty, no `/`, not `.` or `..`.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && !name.contains('\\') && name != "." && name != ".."
 }
 
 /// Writes JSON atomically (temporary name, sync, rename).

@@ -71,66 +71,101 @@ pub fn build_from_raw(
             .collect(),
     };
     let done = open_output(output, &spec)?;
-    copy_vocab(tokenizer.as_ref(), &output.out)?;
+    let fresh = done.is_empty();
+    let result = (move || -> Result<Manifest> {
+        copy_vocab(tokenizer.as_ref(), &output.out)?;
 
-    let counters = Arc::new(Counters {
-        bytes: extraction.raw_bytes_read.clone(),
-        ..Counters::default()
-    });
-    let total = extraction.total_input_bytes();
-    eprintln!(
-        "{command}: {} input files, {:.1} MB",
-        extraction.inputs.len(),
-        total as f64 / 1e6
-    );
-    let progress = Progress::start("reading ids", total, counters.clone());
-    extraction.build_ledger()?;
-    progress.finish();
+        let counters = Arc::new(Counters {
+            bytes: extraction.raw_bytes_read.clone(),
+            ..Counters::default()
+        });
+        let total = extraction.total_input_bytes();
+        eprintln!(
+            "{command}: {} input files, {:.1} MB",
+            extraction.inputs.len(),
+            total as f64 / 1e6
+        );
+        let progress = Progress::start("reading ids", total, counters.clone());
+        extraction.build_ledger()?;
+        progress.finish();
 
-    let dtype = tokenizer
-        .as_ref()
-        .map(|t| TokenDtype::for_vocab_size(t.vocab_size()));
-    let mut sink = ShardSink::new(&output.out, true, dtype, target)?;
-    let resume_after = done.last().map(|e| e.end);
-    sink.resume_after(done);
-    let progress = Progress::start(command, total, counters.clone());
-    let result = extraction.extract(tokenizer.as_ref(), resume_after, |doc| {
-        count(&counters, &doc);
-        sink.push(doc)
-    });
-    let elapsed = progress.finish();
-    let summaries = match result {
-        Ok(s) => s,
-        Err(e) => {
+        let dtype = tokenizer
+            .as_ref()
+            .map(|t| TokenDtype::for_vocab_size(t.vocab_size()));
+        let mut sink = ShardSink::new(&output.out, true, dtype, target)?;
+        let resume_after = done.last().map(|e| e.end);
+        sink.resume_after(done);
+        let progress = Progress::start(command, total, counters.clone());
+        let result = extraction.extract(tokenizer.as_ref(), resume_after, |doc| {
+            count(&counters, &doc);
+            sink.push(doc)
+        });
+        let elapsed = progress.finish();
+        let summaries = match result {
+            Ok(s) => s,
+            Err(e) => {
+                sink.abandon();
+                return Err(e);
+            }
+        };
+        if counters.documents.load(Ordering::Relaxed) == 0 && resume_after.is_none() {
             sink.abandon();
-            return Err(e);
+            bail!(
+                "no document was kept from {} input file(s): every record was skipped or every file failed (see above)",
+                extraction.inputs.len()
+            );
         }
-    };
-    let (shards, totals) = sink.finish()?;
-    let mut counts = extraction.ledger_counts.clone();
-    for s in &summaries {
-        counts.merge(&s.counts);
+        let (shards, totals) = sink.finish()?;
+        let mut counts = extraction.ledger_counts.clone();
+        for s in &summaries {
+            counts.merge(&s.counts);
+        }
+        let sources = summaries
+            .into_iter()
+            .map(|s: FileSummary| s.source)
+            .collect();
+        let manifest = finish(
+            command,
+            settings,
+            tokenizer.as_ref(),
+            totals,
+            counts,
+            shards,
+            sources,
+            &output.out,
+        )?;
+        report(
+            &manifest,
+            elapsed.as_secs_f64(),
+            counters.bytes.load(Ordering::Relaxed),
+        );
+        Ok(manifest)
+    })();
+    if result.is_err() && fresh {
+        // Nothing finished: leave no folder that the next run would take for an
+        // interrupted one.
+        discard_unfinished(&output.out);
     }
-    let sources = summaries
-        .into_iter()
-        .map(|s: FileSummary| s.source)
-        .collect();
-    let manifest = finish(
-        command,
-        settings,
-        tokenizer.as_ref(),
-        totals,
-        counts,
-        shards,
-        sources,
-        &output.out,
-    )?;
-    report(
-        &manifest,
-        elapsed.as_secs_f64(),
-        counters.bytes.load(Ordering::Relaxed),
-    );
-    Ok(manifest)
+    result
+}
+
+/// Removes what a failed run that finished no shard wrote: its run spec, the copy of the
+/// vocabulary, temporaries, and the folder itself when that leaves it empty.
+fn discard_unfinished(out: &Path) {
+    let _ = crate::atomic_file::remove_temporaries(out);
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == RUN_SPEC
+                || name.starts_with("vocab")
+                || name.ends_with(".json") && name != MANIFEST
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(out);
 }
 
 /// `shard`: the text shards of an `extract` folder to token shards.

@@ -29,6 +29,9 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     }
     let documents: u64 = manifest.shards.iter().map(|s| s.documents).sum();
     let tokens: u64 = manifest.shards.iter().map(|s| s.tokens).sum();
+    if documents == 0 {
+        problems.push("the corpus holds no documents: nothing to train on".to_string());
+    }
     if documents != manifest.totals.documents || tokens != manifest.totals.tokens {
         problems.push(format!(
             "totals say {} documents and {} tokens, the shards {documents} and {tokens}",

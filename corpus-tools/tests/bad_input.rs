@@ -201,3 +201,76 @@ fn prepare_refuses_a_folder_that_holds_other_files() {
         "not ours"
     );
 }
+
+/// `--on-error skip` with every input bad keeps nothing: that is a failure, and the
+/// folder is not left behind to look like an interrupted run.
+#[test]
+fn every_file_bad_is_an_error_and_leaves_no_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("pubmed25n0009.xml");
+    std::fs::write(&bad, "this is not XML at all\n").unwrap();
+    let out = tmp.path().join("corpus");
+    let prepare = |extra: &[&str]| {
+        corpus_tools()
+            .arg("prepare")
+            .arg("--pubmed")
+            .arg(&bad)
+            .arg("--vocab")
+            .arg(minilm_dir().join("vocab.txt"))
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let skipped = prepare(&["--on-error", "skip"]);
+    let stderr = String::from_utf8_lossy(&skipped.stderr);
+    assert!(!skipped.status.success(), "{stderr}");
+    assert!(stderr.contains("no document was kept"), "{stderr}");
+    assert!(!out.exists(), "{:?}", listing(&out));
+    // A run that failed on bad input does not block the next one either.
+    let failed = prepare(&[]);
+    assert!(!failed.status.success());
+    assert!(!out.exists(), "{:?}", listing(&out));
+}
+
+/// verify fails a corpus with no documents, and every reader refuses a manifest whose
+/// shard names climb out of the corpus folder.
+#[test]
+fn verify_refuses_empty_corpora_and_names_outside_the_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("corpus");
+    run_ok(
+        corpus_tools()
+            .arg("prepare")
+            .arg("--pubmed")
+            .arg(shared_data().join("pubmed/pubmed1.xml"))
+            .arg("--vocab")
+            .arg(minilm_dir().join("vocab.txt"))
+            .arg("--out")
+            .arg(&out),
+    );
+    let original = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+        f(&mut m);
+        std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+    };
+    let verify = || corpus_tools().arg("verify").arg(&out).output().unwrap();
+
+    edit(&|m| {
+        m["shards"] = serde_json::json!([]);
+        m["totals"]["documents"] = 0.into();
+        m["totals"]["sentences"] = 0.into();
+        m["totals"]["tokens"] = 0.into();
+    });
+    let v = verify();
+    assert!(!v.status.success());
+    assert!(String::from_utf8_lossy(&v.stderr).contains("holds no documents"));
+
+    edit(&|m| m["shards"][0]["name"] = "../../etc/shard_00000".into());
+    let v = verify();
+    let stderr = String::from_utf8_lossy(&v.stderr);
+    assert!(!v.status.success());
+    assert!(stderr.contains("outside the corpus folder"), "{stderr}");
+}
