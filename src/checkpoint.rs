@@ -60,31 +60,11 @@ pub fn save(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
-    std::fs::create_dir_all(&tmp)?;
-    crate::hf_checkpoint::write_weights(vs, &tmp.join("model.safetensors"))?;
-    Tensor::write_safetensors(&optimizer_state, tmp.join("optimizer.safetensors"))?;
-    std::fs::write(
-        tmp.join("config.json"),
-        serde_json::to_string_pretty(&bert_config.to_hf_json())? + "\n",
-    )?;
-    std::fs::copy(vocab, tmp.join("vocab.txt"))
-        .with_context(|| format!("copying {}", vocab.display()))?;
-    for f in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "config.json",
-        "vocab.txt",
-    ] {
-        state
-            .files
-            .insert(f.into(), std::fs::metadata(tmp.join(f))?.len());
-    }
-    std::fs::write(
-        tmp.join("trainer_state.json"),
-        serde_json::to_string_pretty(&state)? + "\n",
-    )?;
-    for entry in std::fs::read_dir(&tmp)? {
-        File::open(entry?.path())?.sync_all()?;
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // A failure (a full disk, say) leaves the previous checkpoint and no half-written one.
+    if let Err(e) = write_files(&tmp, vs, bert_config, vocab, optimizer_state, &mut state) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
     let dest = root.join(&name);
     if dest.exists() {
@@ -98,6 +78,49 @@ pub fn save(
     std::fs::rename(&pointer, root.join(LATEST))?;
     prune(root, keep)?;
     Ok(dest)
+}
+
+/// The files of a checkpoint, each error naming its file.
+fn write_files(
+    tmp: &Path,
+    vs: &VarStore,
+    bert_config: &BertConfig,
+    vocab: &Path,
+    optimizer_state: Vec<(String, Tensor)>,
+    state: &mut TrainerState,
+) -> Result<()> {
+    let path = |f: &str| tmp.join(f);
+    let named = |f: &str| format!("writing {}", tmp.join(f).display());
+    crate::hf_checkpoint::write_weights(vs, &path("model.safetensors"))?;
+    Tensor::write_safetensors(&optimizer_state, path("optimizer.safetensors"))
+        .with_context(|| named("optimizer.safetensors"))?;
+    std::fs::write(
+        path("config.json"),
+        serde_json::to_string_pretty(&bert_config.to_hf_json())? + "\n",
+    )
+    .with_context(|| named("config.json"))?;
+    std::fs::copy(vocab, path("vocab.txt")).with_context(|| named("vocab.txt"))?;
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "config.json",
+        "vocab.txt",
+    ] {
+        let size = std::fs::metadata(path(f)).with_context(|| named(f))?.len();
+        state.files.insert(f.into(), size);
+    }
+    std::fs::write(
+        path("trainer_state.json"),
+        serde_json::to_string_pretty(&state)? + "\n",
+    )
+    .with_context(|| named("trainer_state.json"))?;
+    for entry in std::fs::read_dir(tmp)? {
+        let entry = entry?.path();
+        File::open(&entry)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", entry.display()))?;
+    }
+    Ok(())
 }
 
 fn step_folders(root: &Path) -> Vec<(u64, PathBuf)> {

@@ -386,3 +386,57 @@ fn usage_lines_name_the_command_users_run() {
     assert!(text.contains("biobert pretrain"), "{text}");
     assert!(!text.contains("biobert-core"), "{text}");
 }
+
+/// A full disk at checkpoint time: the error names the file, no half-written checkpoint
+/// or temporary file is left, and the run stops. Mounts a 4 MiB tmpfs (needs root, as
+/// launch/test.sh runs in CI).
+#[test]
+fn a_full_disk_names_the_file_and_leaves_no_temporaries() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test mounts a tmpfs: run it as root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t tmpfs failed");
+    let run = small.join("run");
+    let out = pretrain(&run, &["--max-steps", "6"]).output().unwrap();
+    let listing: Vec<String> = walk(&run)
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&run.display().to_string())
+                .unwrap_or(p)
+                .to_string()
+        })
+        .collect();
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(err.to_lowercase().contains("no space left"), "{err}");
+    assert!(
+        listing
+            .iter()
+            .all(|f| !f.contains(".tmp") && !f.contains("step_")),
+        "{listing:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            out.push(e.path().display().to_string());
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
