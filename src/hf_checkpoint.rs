@@ -1,5 +1,6 @@
 //! Hugging Face BERT folders in and out: `config.json`, `model.safetensors` (or a
-//! `pytorch_model.bin` that `torch.save` wrote as a flat dict), `vocab.txt`.
+//! `pytorch_model.bin` that `torch.save` wrote as a flat dict, read by
+//! `torch_pickle`'s restricted unpickler), `vocab.txt`.
 //!
 //! Import accepts names with or without the `bert.` prefix (sentence-transformers and
 //! `BertModel` checkpoints lack it), under `module.` (DataParallel) or `_orig_mod.`
@@ -87,12 +88,8 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
         Tensor::read_safetensors(&safetensors)
             .with_context(|| format!("{}: unreadable", safetensors.display()))?
     } else if bin.is_file() {
-        Tensor::load_multi(&bin).with_context(|| {
-            format!(
-                "{}: unreadable (expected torch.save of a flat dict of tensors)",
-                bin.display()
-            )
-        })?
+        // Read by a restricted unpickler: nothing the file names is ever run.
+        crate::torch_pickle::read_state_dict(&bin)?
     } else {
         bail!(
             "{}: no model.safetensors or pytorch_model.bin",

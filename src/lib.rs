@@ -29,4 +29,5 @@ pub mod run_agreement;
 pub mod run_config;
 pub mod tf_checkpoint;
 pub mod torch_location;
+pub mod torch_pickle;
 pub mod torch_runtime;

@@ -440,3 +440,42 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// pytorch_model.bin as torch.save writes it (zip and legacy formats; fixtures from
+/// tests/fixtures/make_torch_save_fixture.py), read without running any of its pickle.
+#[test]
+fn torch_save_state_dicts_load_and_malicious_pickles_are_refused() {
+    let dir = workspace().join("tests/fixtures/torch_save");
+    let expected: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(dir.join("expected.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    for file in ["state_dict.zip.bin", "state_dict.legacy.bin"] {
+        let got = biobert::torch_pickle::read_state_dict(&dir.join(file)).unwrap();
+        assert_eq!(got.len(), expected.len(), "{file}");
+        for (name, tensor) in &got {
+            let want = &expected[name];
+            assert_eq!(tensor.size(), want.size(), "{file} {name}");
+            assert_eq!(tensor.kind(), want.kind(), "{file} {name}");
+            assert!(tensor.equal(want), "{file} {name}");
+        }
+    }
+    let marker = std::path::Path::new("/tmp/biobert-pickle-exploit");
+    let _ = std::fs::remove_file(marker);
+    let err = biobert::torch_pickle::read_state_dict(&dir.join("malicious.bin"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refuses the global posix.system"), "{err}");
+    assert!(!marker.exists(), "the payload ran");
+
+    // A BERT folder with only pytorch_model.bin: the same weights as its safetensors twin.
+    let bin = workspace().join("tests/fixtures/tiny_bert_bin");
+    let a = biobert::hf_checkpoint::read_weights(&bin).unwrap();
+    let b = biobert::hf_checkpoint::read_weights(&workspace().join("tests/fixtures/tiny_bert"))
+        .unwrap();
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name}");
+    }
+}
