@@ -73,7 +73,7 @@ check() { # NAME CMD...: runs CMD with its output in $OUT/NAME.log, records the 
   local started=$SECONDS rc=0
   "$@" > "$log" 2>&1 || rc=$?
   local seconds=$((SECONDS - started))
-  grep -E "^(  |step|ok|FAILED|exit|loss|layer|[0-9]+ logged|gradient all-reduce|all-reduce|gradients|doctor|cuda|  cuda|problem|error|rank|ncclCommInitRank)" "$log" | grep -v "^  step" | tail -8
+  grep -aE "^(  |step|ok|FAILED|exit|loss|layer|[0-9]+ logged|gradient all-reduce|all-reduce|gradients|doctor|cuda|  cuda|problem|error|rank|ncclCommInitRank)" "$log" | grep -v "^  step" | tail -8
   local status=passed
   [ $rc -eq 0 ] || status=failed
   RESULTS+=("$(printf '%-7s %4s s  %s' "$status" "$seconds" "$name")")
@@ -167,7 +167,7 @@ bf16_follows_fp32() {
       --out "$WORK/base-$p" --max-steps "$BASE_STEPS" --set data.max_seq_len=128 \
       --set data.max_predictions_per_seq=20 --set train.precision=${p:0:4} \
       --set train.bf16_residual=$([ $p = bf16r ] && echo true || echo false) \
-      --set train.warmup_steps=20 --set train.learning_rate=1e-4 --set log.every=20 \
+      --set train.warmup_steps=$((BASE_STEPS < 20 ? BASE_STEPS : 20)) --set train.learning_rate=1e-4 --set log.every=20 \
       --set log.eval_every=0 --set checkpoint.every=0 --set checkpoint.at_end=false || return 1
   done
   "$PYTHON" bench/gpu/compare.py losses "$WORK/base-fp32" "$WORK/base-bf16" 0.1 &&

@@ -94,7 +94,7 @@ for shape in "${SHAPE_LIST[@]}"; do
     echo "== seq $SEQ x batch $BATCH: $NAME, $STEPS steps"
     peak_memory "$RUN.log" "$BIN/biobert" pretrain "${MODEL[@]}" --data "$CORPUS" --out "$RUN" \
       --device "$DEVICE" --max-steps "$STEPS" "${SET[@]}" --set train.precision=bf16 \
-      --set train.bf16_residual="$RESIDUAL" --set train.warmup_steps=10 --set train.learning_rate=1e-4 \
+      --set train.bf16_residual="$RESIDUAL" --set train.warmup_steps=$((STEPS < 10 ? STEPS : 10)) --set train.learning_rate=1e-4 \
       --set log.every=10 --set log.eval_every=0 --set checkpoint.every=0 --set checkpoint.at_end=false ||
       { tail -20 "$RUN.log"; exit 1; }
     cp "$RUN.log" "$OUT/"
