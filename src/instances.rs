@@ -106,7 +106,7 @@ pub fn epoch_instances(
         .par_iter()
         .enumerate()
         .map(|(k, &d)| {
-            let mut rng = Rng::for_keys(&[config.seed, KEY_DOCUMENT, epoch, d]);
+            let mut rng = document_rng(config, epoch, d);
             let mut out = Vec::new();
             document_instances(corpus, documents, k, config, &mut rng, &mut out);
             out
@@ -115,6 +115,12 @@ pub fn epoch_instances(
     let mut out = per_document.concat();
     Rng::for_keys(&[config.seed, KEY_ORDER, epoch]).shuffle(&mut out);
     out
+}
+
+/// The stream document `d` draws its instances from in `epoch`; its first uniform decides
+/// whether the document aims at a short target (`short_seq_prob`).
+pub fn document_rng(config: &InstanceConfig, epoch: u64, d: u64) -> Rng {
+    Rng::for_keys(&[config.seed, KEY_DOCUMENT, epoch, d])
 }
 
 /// Google's `create_instances_from_document`, on sentence lengths.
