@@ -62,7 +62,7 @@ impl Optimizer {
             exp_avg: flat.data.zeros_like(),
             exp_avg_sq: flat.data.zeros_like(),
             decayed_lengths: Tensor::from_slice(&lengths).to_device(flat.data.device()),
-            fused: config.optimizer == "adamw" && config.bias_correction,
+            fused: config.optimizer == "adamw",
             step_tensor: Tensor::zeros([], (Kind::Float, flat.data.device())),
             flat,
             steps: 0,
@@ -119,10 +119,19 @@ impl Optimizer {
     }
 
     /// Two fused calls: the decayed parameters, then the rest without weight decay.
+    /// (`NO_BIAS_CORRECTION_STEP` is the step the kernel sees without bias correction.)
     fn fused_step(&mut self, lr: f64) -> Result<()> {
         let (d, n) = (self.flat.decayed, self.flat.numel());
         tch::no_grad(|| -> Result<()> {
-            let _ = self.step_tensor.fill_(self.steps as f64);
+            // The fused kernel always divides by 1 - beta^step; at this step both factors
+            // are exactly 1 in floating point (0.999^1e7 underflows to 0), which is Google
+            // BERT's AdamWeightDecayOptimizer: no bias correction.
+            let step = if self.bias_correction {
+                self.steps as f64
+            } else {
+                NO_BIAS_CORRECTION_STEP
+            };
+            let _ = self.step_tensor.fill_(step);
             for (start, len, weight_decay) in [(0, d, self.weight_decay), (d, n - d, 0.0)] {
                 if len == 0 {
                     continue;
@@ -221,6 +230,9 @@ impl Optimizer {
 
 /// The learning rate at `step` (from 0): linear warmup to `base`, then linear or
 /// polynomial decay to 0 at `total` steps.
+/// A step count at which 1 - beta^step is exactly 1 for any beta below 0.9999.
+const NO_BIAS_CORRECTION_STEP: f64 = 1e7;
+
 pub fn learning_rate(config: &TrainConfig, step: u64) -> f64 {
     let (base, warmup, total) = (
         config.learning_rate,
@@ -279,8 +291,13 @@ mod tests {
     ) -> Tensor {
         *m = &*m * c.beta1 + g * (1.0 - c.beta1);
         *v = &*v * c.beta2 + g.square() * (1.0 - c.beta2);
-        let m_hat = &*m / (1.0 - c.beta1.powi(t));
-        let v_hat = &*v / (1.0 - c.beta2.powi(t));
+        let (c1, c2) = if c.bias_correction {
+            (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t))
+        } else {
+            (1.0, 1.0)
+        };
+        let m_hat = &*m / c1;
+        let v_hat = &*v / c2;
         let mut u = m_hat / (v_hat.sqrt() + c.epsilon);
         if decays(name) {
             u += p * c.weight_decay;
@@ -295,7 +312,12 @@ mod tests {
     }
 
     fn matches_reference(optimizer: &str, fused: bool) {
-        let c = config(optimizer);
+        matches_reference_with(optimizer, fused, true)
+    }
+
+    fn matches_reference_with(optimizer: &str, fused: bool, bias_correction: bool) {
+        let mut c = config(optimizer);
+        c.bias_correction = bias_correction;
         let vars = variables();
         let mut expected: BTreeMap<String, Tensor> = vars
             .iter()
@@ -362,6 +384,13 @@ mod tests {
     #[test]
     fn fused_adamw_matches_the_per_tensor_reference() {
         matches_reference("adamw", true);
+    }
+
+    /// Google BERT's AdamWeightDecayOptimizer (BioBERT's): no bias correction, fused or not.
+    #[test]
+    fn adamw_without_bias_correction_matches_the_reference() {
+        matches_reference_with("adamw", false, false);
+        matches_reference_with("adamw", true, false);
     }
 
     #[test]

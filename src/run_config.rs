@@ -535,3 +535,25 @@ mod tests {
         assert!(RunConfig::load(&path, &["train.optimizer=sgd".into()]).is_err());
     }
 }
+
+#[cfg(test)]
+mod shipped_configs {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_loads_and_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                count += 1;
+            }
+        }
+        assert!(count >= 4);
+        // BioBERT ran Google's AdamWeightDecayOptimizer, which has no bias correction.
+        let biobert = RunConfig::load(&dir.join("biobert_base.toml"), &[]).unwrap();
+        assert!(!biobert.train.bias_correction);
+    }
+}
