@@ -99,6 +99,17 @@ impl Distributed {
         all
     }
 
+    /// Every rank's `value`, in rank order.
+    pub fn all_gather_f64(&self, value: f64) -> Vec<f64> {
+        let mut all = vec![0f64; self.size];
+        if self.size == 1 {
+            all[0] = value;
+        } else {
+            self.world.all_gather_into(&value, &mut all[..]);
+        }
+        all
+    }
+
     /// Rank 0's `bytes` to every rank (NCCL's unique id).
     pub fn broadcast_bytes(&self, bytes: &mut [u8]) {
         if self.size > 1 {

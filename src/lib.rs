@@ -28,6 +28,7 @@ pub mod rng;
 pub mod run_agreement;
 pub mod run_config;
 pub mod tf_checkpoint;
+pub mod thread_budget;
 pub mod torch_location;
 pub mod torch_pickle;
 pub mod torch_runtime;

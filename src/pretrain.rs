@@ -97,6 +97,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let dist = Distributed::init()?;
     let result = (|| {
         let config = RunConfig::load(&args.config, &overrides)?;
+        let threads = crate::thread_budget::apply(dist.local_size, config.train.threads);
         let data = config.data_path(args.data.as_ref())?;
         let corpus = Arc::new(Corpus::open(&data)?);
         // The local rank picks the GPU; a GPU host whose GPUs torch cannot use is an error.
@@ -118,6 +119,10 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         if dist.is_root() {
             write_run_config(&args.out, &config)?;
             println!("ranks: {} (rank 0 on {device:?})", dist.size);
+            println!(
+                "threads: {} torch, {} data loader per rank ({})",
+                threads.torch, threads.loader, threads.why
+            );
             if let Some(dir) = crate::torch_runtime::loaded_torch_lib_dir() {
                 let version = crate::torch_location::installed_version(&dir);
                 let source =

@@ -121,6 +121,10 @@ pub struct TrainConfig {
     /// driver; a host whose driver torch cannot use is an error), "cuda" or "cpu".
     #[serde(default = "auto")]
     pub device: String,
+    /// Threads of each rank for torch and for the data loader; 0: the node's cores
+    /// divided among its ranks (OMP_NUM_THREADS / RAYON_NUM_THREADS where set).
+    #[serde(default)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

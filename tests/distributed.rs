@@ -231,3 +231,37 @@ fn bench_allreduce_reports_bus_bandwidth_per_size() {
         assert!(fields[1] > 0.0 && fields[3] >= 0.0, "{row}");
     }
 }
+
+/// bench-loader under mpirun: each rank makes its share with its share of the node's
+/// threads, and rank 0 reports every rank and the sum.
+#[test]
+fn bench_loader_under_mpirun_sums_the_ranks() {
+    let out = run_ok(
+        mpirun(2)
+            .arg(biobert_path())
+            .args(["bench-loader", "--config"])
+            .arg(workspace().join("configs/tiny.toml"))
+            .arg("--data")
+            .arg(corpus())
+            .args(["--steps", "20", "--warmup-steps", "5"]),
+    );
+    let text = stdout(&out);
+    // "(T loader threads per rank: C cores / 2 rank(s) on this node)": T = C / 2, at least 1
+    // (C is what a rank may run on: mpirun may bind it to fewer cores than the node has).
+    let line = text.lines().next().unwrap_or("");
+    let inside = line.split_once(" s (").map_or("", |(_, rest)| rest);
+    let words: Vec<&str> = inside.split_whitespace().collect();
+    let (threads, cores): (usize, usize) = (words[0].parse().unwrap(), words[5].parse().unwrap());
+    assert_eq!(words[8..10], ["2", "rank(s)"], "{line}");
+    assert_eq!(threads, (cores / 2).max(1), "{line}");
+    let per_rank = text
+        .lines()
+        .find(|l| l.starts_with("per rank (seq/s): "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(per_rank.split(", ").count(), 2, "{per_rank}");
+    assert!(
+        text.contains("20 steps of 16 sequences (seq 64), after 5 untimed: "),
+        "{text}"
+    );
+    assert!(text.contains("(2 rank(s))"), "{text}");
+}

@@ -366,13 +366,14 @@ fn bench_loader_reports_the_data_rate() {
             .arg(workspace().join("configs/tiny.toml"))
             .arg("--data")
             .arg(corpus())
-            .args(["--steps", "5", "--set", "train.micro_batch_size=4"]),
+            .args(["--steps", "5", "--warmup-steps", "2"])
+            .args(["--set", "train.micro_batch_size=4"]),
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("epoch 0: "), "{text}");
     let line = text
         .lines()
-        .find(|l| l.starts_with("5 steps of 4 sequences (seq 64): "))
+        .find(|l| l.starts_with("5 steps of 4 sequences (seq 64), after 2 untimed: "))
         .unwrap_or_else(|| panic!("no rate line: {text}"));
     let rate: f64 = line
         .split(": ")
