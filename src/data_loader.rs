@@ -272,8 +272,12 @@ pub fn prefetch(
     device: Device,
 ) -> Receiver<anyhow::Result<Vec<TensorBatch>>> {
     let (tx, rx) = bounded(depth.max(1));
+    let stall_at = injected_stall();
     std::thread::spawn(move || {
         for step in first_step..last_step {
+            if stall_at == Some(step) {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
             let batches: anyhow::Result<Vec<TensorBatch>> = (0..layout.accumulation)
                 .map(|m| {
                     let samples = layout.samples(step, m);
@@ -296,6 +300,13 @@ pub fn prefetch(
         }
     });
     rx
+}
+
+/// `BIOBERT_LOADER_STALL_AT=STEP` makes the loader hang before that step's batches (zero
+/// based): a fault injection for testing that a stop signal reaches a run whose loader is
+/// busy.
+fn injected_stall() -> Option<u64> {
+    std::env::var("BIOBERT_LOADER_STALL_AT").ok()?.parse().ok()
 }
 
 #[cfg(test)]

@@ -479,3 +479,39 @@ fn torch_save_state_dicts_load_and_malicious_pickles_are_refused() {
         assert!(t.equal(&b[name]), "{name}");
     }
 }
+
+/// A stop signal while the data loader is busy (here: made to hang before step 5) still
+/// stops the run at once, saving the last completed step.
+#[test]
+fn a_stop_signal_reaches_a_run_whose_loader_is_busy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut child = pretrain(&run, &["--max-steps", "20", "--set", "log.every=1"])
+        .env("BIOBERT_LOADER_STALL_AT", "4")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = run.join("log.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 4 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the run did not reach step 4"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill with a valid pid and signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stopped = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        stopped.elapsed().as_secs() < 30,
+        "the signal did not stop the run"
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("while the data loader was busy"), "{text}");
+    assert!(run.join("checkpoints/step_00000004").is_dir(), "{text}");
+}
