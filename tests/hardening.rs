@@ -486,7 +486,7 @@ fn torch_save_state_dicts_load_and_malicious_pickles_are_refused() {
 fn a_stop_signal_reaches_a_run_whose_loader_is_busy() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let mut child = pretrain(&run, &["--max-steps", "20", "--set", "log.every=1"])
+    let child = pretrain(&run, &["--max-steps", "20", "--set", "log.every=1"])
         .env("BIOBERT_LOADER_STALL_AT", "4")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
