@@ -40,15 +40,7 @@ pub struct BenchAllreduceArgs {
 }
 
 pub fn run(args: &BenchAllreduceArgs) -> Result<()> {
-    let dist = Distributed::init()?;
-    let result = bench(&dist, args);
-    if let Err(e) = &result {
-        if dist.size > 1 {
-            eprintln!("rank {}: error: {e:#}", dist.rank);
-            dist.abort(1);
-        }
-    }
-    result
+    Distributed::run_job(|dist| bench(dist, args))
 }
 
 fn bench(dist: &Distributed, args: &BenchAllreduceArgs) -> Result<()> {

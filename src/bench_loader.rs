@@ -49,15 +49,7 @@ pub struct BenchLoaderArgs {
 }
 
 pub fn run(args: &BenchLoaderArgs) -> Result<()> {
-    let dist = Distributed::init()?;
-    let result = bench(&dist, args);
-    if let Err(e) = &result {
-        if dist.size > 1 {
-            eprintln!("rank {}: error: {e:#}", dist.rank);
-            dist.abort(1);
-        }
-    }
-    result
+    Distributed::run_job(|dist| bench(dist, args))
 }
 
 fn bench(dist: &Distributed, args: &BenchLoaderArgs) -> Result<()> {

@@ -123,6 +123,20 @@ impl Distributed {
         }
     }
 
+    /// Runs `job` on this rank. A rank's error is printed with its rank and ends the whole
+    /// job (MPI_Abort): the other ranks would otherwise wait forever in the next collective.
+    pub fn run_job<T>(job: impl FnOnce(&Distributed) -> Result<T>) -> Result<T> {
+        let dist = Distributed::init()?;
+        let result = job(&dist);
+        if let Err(e) = &result {
+            if dist.size > 1 {
+                eprintln!("rank {}: error: {e:#}", dist.rank);
+                dist.abort(1);
+            }
+        }
+        result
+    }
+
     /// Ends every rank of the job (MPI_Abort) after this rank's error was printed.
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)

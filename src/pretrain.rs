@@ -94,8 +94,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     if let Some(d) = &args.device {
         overrides.push(format!("train.device={d:?}"));
     }
-    let dist = Distributed::init()?;
-    let result = (|| {
+    Distributed::run_job(|dist| {
         let config = RunConfig::load(&args.config, &overrides)?;
         let threads = crate::thread_budget::apply(dist.local_size, config.train.threads);
         let data = config.data_path(args.data.as_ref())?;
@@ -115,7 +114,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         };
         let config = effective_config(config, &bert_config, &data, &overrides)?;
         let manifest = corpus::file_sha256(&corpus.dir.join("manifest.json"))?;
-        run_agreement::check(&dist, &agreement_text(&config, &manifest))?;
+        run_agreement::check(dist, &agreement_text(&config, &manifest))?;
         if dist.is_root() {
             write_run_config(&args.out, &config)?;
             println!("ranks: {} (rank 0 on {device:?})", dist.size);
@@ -144,16 +143,8 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             manifest,
             allow_new_corpus: args.allow_new_corpus,
         };
-        train(&run, &dist, init_dir.as_deref(), resume_from)
-    })();
-    if let Err(e) = &result {
-        if dist.size > 1 {
-            // One rank's error ends the job: the others would wait in the next all-reduce.
-            eprintln!("rank {}: error: {e:#}", dist.rank);
-            dist.abort(1);
-        }
-    }
-    result
+        train(&run, dist, init_dir.as_deref(), resume_from)
+    })
 }
 
 /// The configuration that runs: with a pretrained folder, the model's shape is the

@@ -30,11 +30,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 MODE=gpu
 [ "${1:-}" = --cpu ] && MODE=cpu
-if [ -z "${BIOBERT_BIN:-}" ]; then
-  if [ -x "$ROOT/stage/biobert" ]; then BIN=$ROOT/stage; else BIN=$ROOT/target/release; fi
-else
-  BIN=$BIOBERT_BIN
-fi
+# shellcheck source=bench/gpu/binaries.sh
+source bench/gpu/binaries.sh
 OUT=${BENCH_OUT:-/tmp/biobert-gpu-check}
 WORK=$OUT/work
 rm -rf "$WORK" && mkdir -p "$WORK"
