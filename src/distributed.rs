@@ -112,9 +112,31 @@ impl Distributed {
 
     /// Rank 0's `bytes` to every rank (NCCL's unique id).
     pub fn broadcast_bytes(&self, bytes: &mut [u8]) {
+        self.broadcast_bytes_from(0, bytes);
+    }
+
+    /// Rank `root`'s `bytes` to every rank.
+    pub fn broadcast_bytes_from(&self, root: usize, bytes: &mut [u8]) {
         if self.size > 1 {
-            self.world.process_at_rank(0).broadcast_into(bytes);
+            self.world
+                .process_at_rank(root as i32)
+                .broadcast_into(bytes);
         }
+    }
+
+    /// Rank `root`'s text to every rank (any length).
+    pub fn broadcast_text(&self, root: usize, text: &str) -> String {
+        if self.size == 1 {
+            return text.to_string();
+        }
+        let mut length = (text.len() as u64).to_le_bytes();
+        self.broadcast_bytes_from(root, &mut length);
+        let mut bytes = vec![0u8; u64::from_le_bytes(length) as usize];
+        if self.rank == root {
+            bytes.copy_from_slice(text.as_bytes());
+        }
+        self.broadcast_bytes_from(root, &mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     pub fn barrier(&self) {

@@ -50,36 +50,28 @@ pub fn differences(mine: &str, rank0: &str) -> Vec<String> {
         .collect()
 }
 
-/// Collective: every rank calls it with its own description.
+/// Collective: every rank calls it with its own description. When ranks differ, the
+/// first differing rank's differences go to every rank, so that whichever rank ends the
+/// job prints the whole cause.
 pub fn check(dist: &Distributed, description: &str) -> Result<()> {
     if dist.size == 1 {
         return Ok(());
     }
-    let mut length = (description.len() as u64).to_le_bytes();
-    dist.broadcast_bytes(&mut length);
-    let mut rank0 = vec![0u8; u64::from_le_bytes(length) as usize];
-    if dist.is_root() {
-        rank0.copy_from_slice(description.as_bytes());
-    }
-    dist.broadcast_bytes(&mut rank0);
-    let rank0 = String::from_utf8_lossy(&rank0);
+    let rank0 = dist.broadcast_text(0, description);
     let differ = differences(description, &rank0);
-    let mut flags = [f64::from(u8::from(!differ.is_empty()))];
-    dist.all_reduce_f64(&mut flags);
-    if !differ.is_empty() {
-        bail!(
-            "rank {}'s configuration differs from rank 0's: {}",
-            dist.rank,
-            differ.join("; ")
-        );
+    // The lowest differing rank, as the maximum of -rank (-inf where nothing differs).
+    let mut first = [if differ.is_empty() {
+        f64::NEG_INFINITY
+    } else {
+        -(dist.rank as f64)
+    }];
+    dist.all_reduce_max_f64(&mut first);
+    if first[0] == f64::NEG_INFINITY {
+        return Ok(());
     }
-    if flags[0] > 0.0 {
-        bail!(
-            "{} rank(s) run another configuration than rank 0 (their errors say which keys)",
-            flags[0]
-        );
-    }
-    Ok(())
+    let culprit = (-first[0]) as usize;
+    let cause = dist.broadcast_text(culprit, &differ.join("; "));
+    bail!("rank {culprit}'s configuration differs from rank 0's: {cause}")
 }
 
 #[cfg(test)]

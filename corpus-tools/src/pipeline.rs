@@ -87,7 +87,14 @@ pub fn build_from_raw(
         );
         let progress = Progress::start("reading ids", total, counters.clone());
         extraction.build_ledger()?;
-        progress.finish();
+        // The first pass (record ids, deletions, supersessions) on its own line, so that
+        // both passes' rates can be told apart.
+        let seconds = progress.finish().as_secs_f64().max(1e-3);
+        eprintln!(
+            "reading ids: {:.1} s, {:.1} MB/s of input",
+            seconds,
+            total as f64 / 1e6 / seconds
+        );
 
         let dtype = tokenizer
             .as_ref()
