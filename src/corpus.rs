@@ -105,10 +105,12 @@ impl Corpus {
     pub fn read_checked(&self, q: u64, from: usize, to: usize, out: &mut Vec<u32>) -> Result<()> {
         let s = self.seq_starts.partition_point(|&start| start <= q) - 1;
         let local = (q - self.seq_starts[s]) as usize;
-        let mut all = Vec::new();
-        self.shards[s].read_sequence(local, &mut all);
-        let part = &all[from.min(all.len())..to.min(all.len())];
-        if let Some(&id) = part.iter().find(|&&id| id as usize >= self.vocab.len()) {
+        let first = out.len();
+        self.shards[s].read_range(local, from, to, out);
+        if let Some(&id) = out[first..]
+            .iter()
+            .find(|&&id| id as usize >= self.vocab.len())
+        {
             bail!(
                 "{}: sequence {local} of shard {} holds token id {id}, but the vocabulary has {} entries: the shard was made with another vocabulary, or is damaged (corpus-tools verify checks every shard)",
                 self.dir.display(),
@@ -116,7 +118,6 @@ impl Corpus {
                 self.vocab.len()
             );
         }
-        out.extend_from_slice(part);
         Ok(())
     }
 }

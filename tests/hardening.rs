@@ -36,16 +36,7 @@ fn other_corpus() -> &'static Path {
 }
 
 fn pretrain(out: &Path, extra: &[&str]) -> std::process::Command {
-    let mut cmd = biobert();
-    cmd.arg("pretrain")
-        .arg("--config")
-        .arg(workspace().join("configs/tiny.toml"))
-        .arg("--data")
-        .arg(corpus())
-        .arg("--out")
-        .arg(out)
-        .args(extra);
-    cmd
+    pretrain_tiny(corpus(), out, extra)
 }
 
 fn fails_with(cmd: &mut std::process::Command, expected: &str) -> String {
@@ -246,16 +237,8 @@ fn resuming_on_another_corpus_is_refused_unless_asked() {
     let run = tmp.path().join("run");
     run_ok(&mut pretrain(&run, &["--max-steps", "6"]));
     let elsewhere = |steps: &str, extra: &[&str]| {
-        let mut cmd = biobert();
-        cmd.arg("pretrain")
-            .arg("--config")
-            .arg(workspace().join("configs/tiny.toml"))
-            .arg("--data")
-            .arg(other_corpus())
-            .arg("--out")
-            .arg(&run)
-            .args(["--max-steps", steps, "--resume", "auto"])
-            .args(extra);
+        let mut cmd = pretrain_tiny(other_corpus(), &run, &["--max-steps", steps]);
+        cmd.args(["--resume", "auto"]).args(extra);
         cmd
     };
     fails_with(&mut elsewhere("8", &[]), "written for another corpus");
@@ -291,15 +274,7 @@ fn token_ids_beyond_the_vocabulary_name_the_shard() {
     let vocab = std::fs::read_to_string(damaged.join("vocab.txt")).unwrap();
     let cut: Vec<&str> = vocab.lines().take(1000).collect();
     std::fs::write(damaged.join("vocab.txt"), cut.join("\n") + "\n").unwrap();
-    let mut cmd = biobert();
-    cmd.arg("pretrain")
-        .arg("--config")
-        .arg(workspace().join("configs/tiny.toml"))
-        .arg("--data")
-        .arg(&damaged)
-        .arg("--out")
-        .arg(tmp.path().join("run"))
-        .args(["--max-steps", "6"]);
+    let mut cmd = pretrain_tiny(&damaged, &tmp.path().join("run"), &["--max-steps", "6"]);
     let err = fails_with(&mut cmd, "of shard shard_00000 holds token id");
     assert!(err.contains("the vocabulary has 1000 entries"), "{err}");
     assert!(!err.contains("panicked"), "{err}");

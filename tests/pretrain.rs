@@ -28,16 +28,7 @@ fn corpus() -> &'static Path {
 }
 
 fn pretrain(out: &Path, extra: &[&str]) -> std::process::Command {
-    let mut cmd = biobert();
-    cmd.arg("pretrain")
-        .arg("--config")
-        .arg(workspace().join("configs/tiny.toml"))
-        .arg("--data")
-        .arg(corpus())
-        .arg("--out")
-        .arg(out)
-        .args(extra);
-    cmd
+    pretrain_tiny(corpus(), out, extra)
 }
 
 #[test]

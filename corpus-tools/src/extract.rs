@@ -461,6 +461,26 @@ fn scan_input_ids<R: Read>(
 /// would only cost time.
 pub const MAX_SENTENCE_TOKENS: usize = 4096;
 
+/// The word pieces of each sentence, keeping the sentences that have some and at most
+/// `MAX_SENTENCE_TOKENS`; returns the kept sentences, their pieces, and how many were
+/// dropped for length.
+pub fn tokenize_sentences(
+    tokenizer: &WordPieceTokenizer,
+    sentences: Vec<String>,
+) -> Result<(Vec<String>, Vec<Vec<u32>>, u64)> {
+    let (mut kept, mut tokens, mut long) = (Vec::with_capacity(sentences.len()), Vec::new(), 0);
+    for s in sentences {
+        let ids = tokenizer.encode(&s)?;
+        if ids.len() > MAX_SENTENCE_TOKENS {
+            long += 1;
+        } else if !ids.is_empty() {
+            tokens.push(ids);
+            kept.push(s);
+        }
+    }
+    Ok((kept, tokens, long))
+}
+
 /// Sentences (and word pieces) of a kept record; `None` when nothing is left.
 fn make_doc(
     id: String,
@@ -477,17 +497,11 @@ fn make_doc(
         .collect();
     let mut tokens = Vec::new();
     if let Some(t) = tokenizer {
-        let mut kept = Vec::with_capacity(sentences.len());
-        for s in sentences {
-            let ids = t.encode(&s)?;
-            if ids.len() > MAX_SENTENCE_TOKENS {
-                counts.add("skipped_sentences_over_4096_tokens", 1);
-            } else if !ids.is_empty() {
-                tokens.push(ids);
-                kept.push(s);
-            }
+        let (kept, ids, long) = tokenize_sentences(t, sentences)?;
+        if long > 0 {
+            counts.add("skipped_sentences_over_4096_tokens", long);
         }
-        sentences = kept;
+        (sentences, tokens) = (kept, ids);
     }
     if sentences.is_empty() {
         counts.add("skipped_empty", 1);

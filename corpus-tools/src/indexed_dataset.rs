@@ -248,9 +248,17 @@ impl IndexedDataset {
 
     /// Appends sequence `i`'s token ids to `out`.
     pub fn read_sequence(&self, i: usize, out: &mut Vec<u32>) {
-        let start = self.sequence_offset(i);
+        self.read_range(i, 0, self.sequence_len(i), out);
+    }
+
+    /// Appends tokens `from..to` of sequence `i` (clamped to its length) to `out`, decoding
+    /// only those: a truncated instance reads what it keeps.
+    pub fn read_range(&self, i: usize, from: usize, to: usize, out: &mut Vec<u32>) {
         let len = self.sequence_len(i);
-        let bytes = &self.bin[start..start + len * self.dtype.size()];
+        let (from, to) = (from.min(len), to.min(len).max(from.min(len)));
+        let size = self.dtype.size();
+        let start = self.sequence_offset(i) + from * size;
+        let bytes = &self.bin[start..start + (to - from) * size];
         match self.dtype {
             TokenDtype::U16 => out.extend(
                 bytes

@@ -324,17 +324,8 @@ fn tokenize_text_shard(
         if resume_after.is_some_and(|r| position <= r) {
             return Ok(());
         }
-        let mut tokens = Vec::with_capacity(sentences.len());
-        let mut kept = Vec::with_capacity(sentences.len());
-        for s in sentences {
-            let ids = tokenizer.encode(&s)?;
-            if ids.len() > crate::extract::MAX_SENTENCE_TOKENS {
-                counters.long_sentences.fetch_add(1, Ordering::Relaxed);
-            } else if !ids.is_empty() {
-                tokens.push(ids);
-                kept.push(s);
-            }
-        }
+        let (kept, tokens, long) = crate::extract::tokenize_sentences(tokenizer, sentences)?;
+        counters.long_sentences.fetch_add(long, Ordering::Relaxed);
         if !kept.is_empty() {
             batch.push(Doc {
                 id: format!("{}#{}", entry.name, position.1),

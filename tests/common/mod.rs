@@ -29,6 +29,20 @@ pub fn mpirun(ranks: usize) -> Command {
     cmd
 }
 
+/// `biobert pretrain` with the tiny config on `corpus`, writing `out`.
+pub fn pretrain_tiny(corpus: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Command {
+    let mut cmd = biobert();
+    cmd.arg("pretrain")
+        .arg("--config")
+        .arg(workspace().join("configs/tiny.toml"))
+        .arg("--data")
+        .arg(corpus)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    cmd
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
