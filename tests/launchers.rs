@@ -188,3 +188,35 @@ fn slurm_sbatch_checkpoints_on_requeue_and_resumes_with_the_same_losses() {
         both(&out)
     );
 }
+
+/// Ctrl-C on launch/mpirun.sh: launch/ranks.sh passes it to the ranks as SIGTERM, they finish
+/// the step, rank 0 checkpoints, and the launcher exits 0 saying how to continue.
+#[test]
+fn mpirun_sh_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let child = mpirun_sh(&[("NP", "2")], &out, 100_000, false)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(out.join("log.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no steps logged"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill with a valid pid and signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let result = child.wait_with_output().unwrap();
+    let log = both(&result);
+    assert!(result.status.success(), "{log}");
+    assert!(log.contains("mpirun.sh: stopped by SIGINT"), "{log}");
+    let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
+    assert!(
+        out.join("checkpoints").join(latest.trim()).is_dir(),
+        "{log}"
+    );
+}

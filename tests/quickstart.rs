@@ -1,0 +1,21 @@
+//! `./launch/quickstart.sh`, the README's first command, run as written: set-up, release
+//! build, the sample through prepare/verify/inspect, doctor (also under mpirun), continued
+//! pretraining of all-MiniLM-L6-v2, and the export to a Hugging Face folder.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn the_quickstart_runs_the_whole_path() {
+    let out =
+        run_ok(Command::new(workspace().join("launch/quickstart.sh")).current_dir(workspace()));
+    let text = stdout(&out);
+    assert!(text.contains("quickstart: done."), "{text}");
+    let hf = workspace().join("out/quickstart/biobert-hf");
+    for f in ["model.safetensors", "config.json", "vocab.txt"] {
+        assert!(hf.join(f).is_file(), "{f} missing from {}", hf.display());
+    }
+}
