@@ -10,22 +10,35 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, Receiver};
 use tch::{Device, Tensor};
 
+use std::path::Path;
+
+use anyhow::bail;
+
 use crate::corpus::Corpus;
-use crate::instances::{self, Example, Instance, InstanceConfig, SpecialTokens};
+use crate::instance_index::{BuildReport, EpochIndex, IndexStore, Part, RECORD};
+use crate::instances::{self, Example, InstanceConfig, SpecialTokens};
 use crate::pinned_memory;
 use crate::run_config::DataConfig;
+use crate::thread_budget;
 
 /// Held-out instances use their own epoch key, so they never depend on training epochs.
 const HELDOUT_EPOCH: u64 = u64::MAX;
 
+/// Examples of one part of the corpus (training or held-out), read through the on-disk
+/// instance index. Per rank it holds the mapped index of the current epoch and the epoch
+/// sizes (8 B an epoch): nothing per document or per instance.
 pub struct Sampler {
     corpus: Arc<Corpus>,
-    documents: Arc<Vec<u64>>,
+    store: Arc<IndexStore>,
+    part: Part,
+    documents: usize,
     config: InstanceConfig,
     special: Arc<SpecialTokens>,
-    /// Instance count of each epoch built so far, and the last epoch's instances.
+    /// Instance count of each epoch, as far as known.
     epoch_sizes: Vec<u64>,
-    cached: Option<(u64, Vec<Instance>)>,
+    /// data.index_threads.
+    index_threads: usize,
+    current: Option<(u64, EpochIndex)>,
 }
 
 pub struct TensorBatch {
@@ -95,8 +108,14 @@ impl TensorBatch {
 }
 
 /// The training and held-out samplers of a run's `[data]` settings: the documents split
-/// by `heldout_fraction`, instances as Google's algorithm makes them.
-pub fn samplers(corpus: &Arc<Corpus>, data: &DataConfig) -> anyhow::Result<(Sampler, Sampler)> {
+/// by `heldout_fraction`, instances as Google's algorithm makes them, indexed under
+/// `index_root` (see `instance_index`). `corpus_sha256` is the manifest's hash.
+pub fn samplers(
+    corpus: &Arc<Corpus>,
+    corpus_sha256: &str,
+    data: &DataConfig,
+    index_root: &Path,
+) -> anyhow::Result<(Sampler, Sampler)> {
     let special = Arc::new(SpecialTokens::from_vocab(&corpus.vocab)?);
     let config = InstanceConfig {
         max_seq_len: data.max_seq_len,
@@ -106,65 +125,106 @@ pub fn samplers(corpus: &Arc<Corpus>, data: &DataConfig) -> anyhow::Result<(Samp
         whole_word_masking: data.whole_word_masking,
         seed: data.seed,
     };
-    let (train, heldout) = instances::split_documents(corpus, data.heldout_fraction, data.seed);
-    Ok((
-        Sampler::new(corpus.clone(), train, config.clone(), special.clone()),
-        Sampler::new(corpus.clone(), heldout, config, special),
-    ))
+    let store = Arc::new(IndexStore::open(
+        index_root,
+        corpus.clone(),
+        corpus_sha256,
+        &config,
+        data.heldout_fraction,
+    )?);
+    let (train, heldout) = instances::split_counts(corpus, data.heldout_fraction, data.seed);
+    let sampler = |part, documents| Sampler {
+        corpus: corpus.clone(),
+        store: store.clone(),
+        part,
+        documents,
+        config: config.clone(),
+        special: special.clone(),
+        epoch_sizes: Vec::new(),
+        index_threads: data.index_threads,
+        current: None,
+    };
+    Ok((sampler(Part::Train, train), sampler(Part::Heldout, heldout)))
 }
 
 impl Sampler {
     pub fn documents(&self) -> usize {
-        self.documents.len()
+        self.documents
     }
 
-    pub fn new(
-        corpus: Arc<Corpus>,
-        documents: Vec<u64>,
-        config: InstanceConfig,
-        special: Arc<SpecialTokens>,
-    ) -> Sampler {
-        Sampler {
-            corpus,
-            documents: Arc::new(documents),
-            config,
-            special,
-            epoch_sizes: Vec::new(),
-            cached: None,
-        }
+    pub fn index_dir(&self) -> &Path {
+        &self.store.dir
     }
 
-    fn instances(&mut self, epoch: u64) -> &Vec<Instance> {
-        if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let list =
-                instances::epoch_instances(&self.corpus, &self.documents, &self.config, epoch);
-            self.cached = Some((epoch, list));
+    /// Maps epoch `epoch`'s index (building it, node-wide, when no one has), then starts
+    /// building the next epoch's in the background and removes indexes two epochs old.
+    fn open_epoch(&mut self, epoch: u64) -> anyhow::Result<()> {
+        if self.current.as_ref().is_some_and(|(e, _)| *e == epoch) {
+            return Ok(());
         }
-        &self.cached.as_ref().expect("set above").1
+        let pool = thread_budget::index_pool(true, self.index_threads)?;
+        let (index, report) = self.store.epoch(self.part, epoch, &pool)?;
+        if let Some(r) = report {
+            println!("{}", build_line(&self.store, self.part, epoch, &r, ""));
+        }
+        if self.part == Part::Train {
+            self.store.remove_before(epoch.saturating_sub(1));
+            prepare_in_background(self.store.clone(), epoch + 1);
+        }
+        self.current = Some((epoch, index));
+        Ok(())
+    }
+
+    /// Instances in training epoch `epoch`: the count its build recorded, or its index's.
+    pub fn epoch_size(&mut self, epoch: u64) -> anyhow::Result<u64> {
+        if let Some(&n) = self.epoch_sizes.get(epoch as usize) {
+            return Ok(n);
+        }
+        let n = match self.store.epoch_size(epoch) {
+            Some(n) => n,
+            None => {
+                self.open_epoch(epoch)?;
+                self.current.as_ref().expect("opened above").1.len()
+            }
+        };
+        if n == 0 {
+            bail!(
+                "{}: the corpus yields no training instances (documents too short for any sentence pair)",
+                self.corpus.dir.display()
+            );
+        }
+        if epoch as usize == self.epoch_sizes.len() {
+            self.epoch_sizes.push(n);
+        }
+        Ok(n)
     }
 
     /// (epoch, index in epoch) of a global training sample.
-    fn locate(&mut self, sample: u64) -> (u64, usize) {
-        let mut start = 0u64;
-        let mut epoch = 0u64;
+    fn locate(&mut self, sample: u64) -> anyhow::Result<(u64, u64)> {
+        let (mut start, mut epoch) = (0u64, 0u64);
         loop {
-            if epoch as usize == self.epoch_sizes.len() {
-                let n = self.instances(epoch).len() as u64;
-                assert!(n > 0, "the corpus yields no training instances");
-                self.epoch_sizes.push(n);
-            }
-            let size = self.epoch_sizes[epoch as usize];
+            let size = self.epoch_size(epoch)?;
             if sample < start + size {
-                return (epoch, (sample - start) as usize);
+                return Ok((epoch, sample - start));
             }
             start += size;
             epoch += 1;
         }
     }
 
+    /// Maps (or builds) the index that holds `sample` (the held-out sampler: its index).
+    pub fn prepare(&mut self, sample: u64) -> anyhow::Result<()> {
+        if self.part == Part::Heldout {
+            return self.open_epoch(HELDOUT_EPOCH);
+        }
+        let (epoch, _) = self.locate(sample)?;
+        self.open_epoch(epoch)
+    }
+
     pub fn example(&mut self, sample: u64) -> anyhow::Result<Example> {
-        let (epoch, index) = self.locate(sample);
-        let instance = self.instances(epoch)[index];
+        let (epoch, index) = self.locate(sample)?;
+        self.open_epoch(epoch)?;
+        let instance = self.current.as_ref().expect("opened above").1.get(index);
         instances::make_example(
             &self.corpus,
             &instance,
@@ -175,14 +235,15 @@ impl Sampler {
         )
     }
 
-    /// A held-out example (the sampler must have been built on held-out documents);
-    /// `None` when there are no held-out documents.
+    /// A held-out example (the sampler must be the held-out one); `None` when there are
+    /// no held-out documents.
     pub fn heldout_example(&mut self, index: u64) -> anyhow::Result<Option<Example>> {
-        let list = self.instances(HELDOUT_EPOCH);
+        self.open_epoch(HELDOUT_EPOCH)?;
+        let list = &self.current.as_ref().expect("opened above").1;
         if list.is_empty() {
             return Ok(None);
         }
-        let instance = list[(index as usize) % list.len()];
+        let instance = list.get(index % list.len());
         instances::make_example(
             &self.corpus,
             &instance,
@@ -193,10 +254,45 @@ impl Sampler {
         )
         .map(Some)
     }
+}
 
-    pub fn epoch_size(&mut self, epoch: u64) -> u64 {
-        self.instances(epoch).len() as u64
-    }
+/// Builds training epoch `epoch`'s index on a thread with the rank's own share of the
+/// cores, unless it exists or another process builds it: the epoch boundary then finds it
+/// ready. A failure is said and left to the boundary, which builds (or fails) in turn.
+fn prepare_in_background(store: Arc<IndexStore>, epoch: u64) {
+    std::thread::spawn(move || {
+        let built = thread_budget::index_pool(false, 0)
+            .and_then(|pool| store.build_if_free(Part::Train, epoch, &pool));
+        match built {
+            Ok(Some(r)) => println!(
+                "{}",
+                build_line(&store, Part::Train, epoch, &r, " in the background")
+            ),
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "instance index: building epoch {epoch} in the background failed ({e:#}); it is built when needed"
+            ),
+        }
+    });
+}
+
+fn build_line(store: &IndexStore, part: Part, epoch: u64, r: &BuildReport, how: &str) -> String {
+    let what = match part {
+        Part::Train => format!("training epoch {epoch}"),
+        Part::Heldout => "held-out".to_string(),
+    };
+    format!(
+        "instance index: {what}: {} instances ({:.1} MB) built{how} in {:.2} s (count {:.2} s, fill {:.2} s, shuffle {:.2} s, write {:.2} s; {} threads) in {}",
+        r.instances,
+        (r.instances * RECORD as u64) as f64 / 1e6,
+        r.total_s(),
+        r.count_s,
+        r.fill_s,
+        r.shuffle_s,
+        r.write_s,
+        r.threads,
+        store.dir.display()
+    )
 }
 
 /// Pads examples to the longest in the batch.

@@ -5,11 +5,12 @@
 //! (targets of max_seq_len - 3 tokens, a shorter random target with `short_seq_prob`, A
 //! from the first 1..n-1 sentences of a chunk, B the rest or, half the time, sentences of
 //! another document with the unused ones put back). That needs only sentence lengths, so
-//! the epoch's instance list (sentence ranges, 20 bytes each) is built up front, document
-//! by document from RNG(seed, epoch, document), and shuffled by RNG(seed, epoch). Token
-//! reading, truncation and masking happen when a sample is read, from RNG(seed, epoch,
-//! sample index): the data order and every mask are a function of the config alone,
-//! whatever the number of ranks and however often the run restarts.
+//! an epoch's instances (sentence ranges) are fixed before training, document by document
+//! from RNG(seed, epoch, document), and shuffled by RNG(seed, epoch): `instance_index`
+//! writes them to disk, `epoch_instances` is the same list in memory. Token reading,
+//! truncation and masking happen when a sample is read, from RNG(seed, epoch, sample
+//! index): the data order and every mask are a function of the config alone, whatever the
+//! number of ranks and however often the run restarts.
 
 use rayon::prelude::*;
 
@@ -18,7 +19,7 @@ use crate::rng::Rng;
 
 /// Stream keys, so that the generators of the different draws never coincide.
 const KEY_DOCUMENT: u64 = 1;
-const KEY_ORDER: u64 = 2;
+pub const KEY_ORDER: u64 = 2;
 const KEY_SAMPLE: u64 = 3;
 const KEY_HELDOUT: u64 = 4;
 
@@ -77,11 +78,13 @@ impl SpecialTokens {
     }
 }
 
-/// Splits documents into training and held-out sets by a hash of (seed, document).
+/// Splits documents into training and held-out sets by a hash of (seed, document). The
+/// lists take 8 B per document (~33M documents at full scale: 264 MB), so only an index
+/// builder holds them, while it builds.
 pub fn split_documents(corpus: &Corpus, heldout_fraction: f64, seed: u64) -> (Vec<u64>, Vec<u64>) {
     let (mut train, mut heldout) = (Vec::new(), Vec::new());
     for d in 0..corpus.documents() {
-        if Rng::for_keys(&[seed, KEY_HELDOUT, d]).uniform() < heldout_fraction {
+        if is_heldout(d, heldout_fraction, seed) {
             heldout.push(d);
         } else {
             train.push(d);
@@ -93,7 +96,26 @@ pub fn split_documents(corpus: &Corpus, heldout_fraction: f64, seed: u64) -> (Ve
     (train, heldout)
 }
 
-/// The epoch's instances in training order.
+/// The sizes of `split_documents`' two lists, without the lists.
+pub fn split_counts(corpus: &Corpus, heldout_fraction: f64, seed: u64) -> (usize, usize) {
+    let heldout = (0..corpus.documents())
+        .filter(|&d| is_heldout(d, heldout_fraction, seed))
+        .count();
+    let all = corpus.documents() as usize;
+    if heldout == all {
+        return (all, 0);
+    }
+    (all - heldout, heldout)
+}
+
+fn is_heldout(d: u64, heldout_fraction: f64, seed: u64) -> bool {
+    Rng::for_keys(&[seed, KEY_HELDOUT, d]).uniform() < heldout_fraction
+}
+
+/// The epoch's instances in training order, built in memory: the definition that the
+/// on-disk index (`instance_index`) reproduces record for record, kept as its reference
+/// (tests) and for small tools. At full scale this list is ~270M instances x 40 B = 11 GB
+/// plus the per-document lists, so the trainer never builds it.
 pub fn epoch_instances(
     corpus: &Corpus,
     documents: &[u64],
@@ -108,7 +130,7 @@ pub fn epoch_instances(
         .map(|(k, &d)| {
             let mut rng = document_rng(config, epoch, d);
             let mut out = Vec::new();
-            document_instances(corpus, documents, k, config, &mut rng, &mut out);
+            document_instances(corpus, documents, k, config, &mut rng, &mut |i| out.push(i));
             out
         })
         .collect();
@@ -123,14 +145,15 @@ pub fn document_rng(config: &InstanceConfig, epoch: u64, d: u64) -> Rng {
     Rng::for_keys(&[config.seed, KEY_DOCUMENT, epoch, d])
 }
 
-/// Google's `create_instances_from_document`, on sentence lengths.
-fn document_instances(
+/// Google's `create_instances_from_document`, on sentence lengths: the instances of
+/// `documents[k]`, in order, handed to `emit`.
+pub fn document_instances(
     corpus: &Corpus,
     documents: &[u64],
     k: usize,
     config: &InstanceConfig,
     rng: &mut Rng,
-    out: &mut Vec<Instance>,
+    emit: &mut impl FnMut(Instance),
 ) {
     let max_tokens = config.max_seq_len - 3;
     let sentences = corpus.document(documents[k]);
@@ -189,7 +212,7 @@ fn document_instances(
             };
             let b_tokens: usize = (b.0..b.1).map(|q| corpus.sequence_len(q)).sum();
             if a_len > 0 && b_tokens > 0 {
-                out.push(Instance { a, b, random_next });
+                emit(Instance { a, b, random_next });
             }
             chunk_len = 0;
             length = 0;

@@ -372,19 +372,32 @@ fn train(
             );
         }
     }
-    let (sampler, mut heldout) = data_loader::samplers(&run.corpus, &c.data)?;
-    println!(
-        "data: {} training and {} held-out documents from {}",
-        sampler.documents(),
-        heldout.documents(),
-        run.corpus.dir.display()
-    );
+    let index_root = match c.data.index_cache.as_str() {
+        "" => run.out.join("instance_index"),
+        dir => PathBuf::from(dir),
+    };
+    let (mut sampler, mut heldout) =
+        data_loader::samplers(&run.corpus, &run.manifest, &c.data, &index_root)?;
+    if dist.is_root() {
+        println!(
+            "data: {} training and {} held-out documents from {}; instance index in {}",
+            sampler.documents(),
+            heldout.documents(),
+            run.corpus.dir.display(),
+            sampler.index_dir().display()
+        );
+    }
+
     let layout = Layout {
         micro_batch: c.train.micro_batch_size as u64,
         accumulation: c.train.grad_accumulation as u64,
         world_size: dist.size as u64,
         rank: dist.rank as u64,
     };
+    // The first step's epoch is mapped (or built) before the loader thread starts, so
+    // that a failure stops here with its cause.
+    sampler.prepare(layout.samples(start_step, 0).start)?;
+    heldout.prepare(0)?;
     let batches = data_loader::prefetch(
         sampler,
         layout,

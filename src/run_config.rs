@@ -67,6 +67,15 @@ pub struct DataConfig {
     pub heldout_fraction: f64,
     #[serde(default = "seed")]
     pub seed: u64,
+    /// Where the instance indexes go (one folder per corpus and data config inside); ""
+    /// = `OUT/instance_index` for pretrain. A folder on node-local disk, or one shared by
+    /// all nodes (then one rank of the job builds).
+    #[serde(default)]
+    pub index_cache: String,
+    /// Threads that build an index the ranks wait on (start-up, or an epoch boundary the
+    /// background build missed); 0 = every core of the node.
+    #[serde(default)]
+    pub index_threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -46,6 +46,50 @@ pub fn apply(local_ranks: usize, configured: usize) -> Budget {
     Budget { torch, loader, why }
 }
 
+/// A pool for building an instance index. `node_wide`: every core of the node, for a
+/// build the node's other ranks wait on (at start-up, or an epoch boundary the background
+/// build missed): its threads leave the rank's core binding, which would otherwise hold
+/// the build to the rank's share. Otherwise the rank's own share (`rayon`'s global size),
+/// for a build that runs beside training. `configured` (data.index_threads) sets the
+/// node-wide count when not 0.
+pub fn index_pool(node_wide: bool, configured: usize) -> anyhow::Result<rayon::ThreadPool> {
+    let threads = match (node_wide, configured) {
+        (true, 0) => online_cpus(),
+        (true, n) => n,
+        (false, _) => rayon::current_num_threads(),
+    };
+    let mut builder = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("index-build-{i}"));
+    if node_wide {
+        builder = builder.start_handler(|_| unbind_current_thread());
+    }
+    Ok(builder.build()?)
+}
+
+/// The node's online CPUs (not the rank's binding, which `available_parallelism` reports).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+}
+
+/// Lets the calling thread run on any CPU of the node (the kernel still keeps it inside
+/// the job's cpuset, if the scheduler set one). Best effort: a refusal leaves the binding.
+fn unbind_current_thread() {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within its bounds for
+    // CPUs below CPU_SETSIZE; sched_setaffinity(0) applies to the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let cpus = (libc::sysconf(libc::_SC_NPROCESSORS_CONF).max(1) as usize)
+            .min(libc::CPU_SETSIZE as usize);
+        for cpu in 0..cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

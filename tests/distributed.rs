@@ -233,9 +233,11 @@ fn bench_allreduce_reports_bus_bandwidth_per_size() {
 }
 
 /// bench-loader under mpirun: each rank makes its share with its share of the node's
-/// threads, and rank 0 reports every rank and the sum.
+/// threads, and rank 0 reports every rank and the sum. The two ranks find no instance
+/// index: exactly one of them builds it, the other maps it.
 #[test]
 fn bench_loader_under_mpirun_sums_the_ranks() {
+    let cache = tempfile::tempdir().unwrap();
     let out = run_ok(
         mpirun(2)
             .arg(biobert_path())
@@ -243,16 +245,35 @@ fn bench_loader_under_mpirun_sums_the_ranks() {
             .arg(workspace().join("configs/tiny.toml"))
             .arg("--data")
             .arg(corpus())
+            .arg("--index-cache")
+            .arg(cache.path())
             .args(["--steps", "20", "--warmup-steps", "5"]),
     );
     let text = stdout(&out);
-    // "(T loader threads per rank: C cores / 2 rank(s) on this node)": T = C / 2, at least 1
+    let builds = text
+        .lines()
+        .filter(|l| l.starts_with("instance index: training epoch 0: "))
+        .count();
+    assert_eq!(builds, 1, "{text}");
+    // "T loader threads per rank (C cores / 2 rank(s) on this node)": T = C / 2, at least 1
     // (C is what a rank may run on: mpirun may bind it to fewer cores than the node has).
-    let line = text.lines().next().unwrap_or("");
-    let inside = line.split_once(" s (").map_or("", |(_, rest)| rest);
+    let line = text
+        .lines()
+        .find(|l| l.contains(" loader threads per rank ("))
+        .unwrap_or_else(|| panic!("{text}"));
+    let inside = line
+        .split_once("; index of step 0's epoch ready after ")
+        .unwrap()
+        .1;
     let words: Vec<&str> = inside.split_whitespace().collect();
-    let (threads, cores): (usize, usize) = (words[0].parse().unwrap(), words[5].parse().unwrap());
-    assert_eq!(words[8..10], ["2", "rank(s)"], "{line}");
+    let (threads, cores): (usize, usize) = (
+        words[2].parse().unwrap_or_else(|_| panic!("{line}")),
+        words[7]
+            .trim_start_matches('(')
+            .parse()
+            .unwrap_or_else(|_| panic!("{line}")),
+    );
+    assert_eq!(words[10..12], ["2", "rank(s)"], "{line}");
     assert_eq!(threads, (cores / 2).max(1), "{line}");
     let per_rank = text
         .lines()

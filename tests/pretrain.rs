@@ -348,20 +348,31 @@ fn bf16_training_follows_fp32() {
     assert_ne!(runs[1], runs[2], "train.bf16_residual changed nothing");
 }
 
-/// `bench-loader` makes the trainer's batches with no model and reports their rate.
+/// `bench-loader` makes the trainer's batches with no model and reports their rate, the
+/// longest wait and its memory. The first run builds the instance index, the second maps
+/// it (and builds nothing).
 #[test]
 fn bench_loader_reports_the_data_rate() {
-    let out = run_ok(
-        biobert()
-            .args(["bench-loader", "--config"])
-            .arg(workspace().join("configs/tiny.toml"))
-            .arg("--data")
-            .arg(corpus())
-            .args(["--steps", "5", "--warmup-steps", "2"])
-            .args(["--set", "train.micro_batch_size=4"]),
+    let cache = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = run_ok(
+            biobert()
+                .args(["bench-loader", "--config"])
+                .arg(workspace().join("configs/tiny.toml"))
+                .arg("--data")
+                .arg(corpus())
+                .arg("--index-cache")
+                .arg(cache.path())
+                .args(["--steps", "5", "--warmup-steps", "2"])
+                .args(["--set", "train.micro_batch_size=4"]),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run();
+    assert!(
+        text.contains("instance index: training epoch 0: "),
+        "{text}"
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("epoch 0: "), "{text}");
     let line = text
         .lines()
         .find(|l| l.starts_with("5 steps of 4 sequences (seq 64), after 2 untimed: "))
@@ -376,6 +387,19 @@ fn bench_loader_reports_the_data_rate() {
         .parse()
         .unwrap();
     assert!(rate > 0.0, "{line}");
+    assert!(text.contains("longest wait for a step: "), "{text}");
+    let memory = text
+        .lines()
+        .find(|l| l.starts_with("private memory per rank (largest): "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let anonymous: f64 = memory.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(anonymous > 1.0 && anonymous < 1000.0, "{memory}");
+    let again = run();
+    assert!(!again.contains("training epoch 0: "), "{again}");
+    assert!(
+        again.contains("index of step 0's epoch ready after "),
+        "{again}"
+    );
 }
 
 /// Our instances against Google's algorithm itself (tests/fixtures/google_instances.py, a

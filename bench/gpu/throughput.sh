@@ -81,8 +81,9 @@ for shape in "${SHAPE_LIST[@]}"; do
     --set train.micro_batch_size="$BATCH")
   echo "== seq $SEQ x batch $BATCH: the data loader alone"
   "$BIN/biobert" bench-loader "${MODEL[@]}" --data "$CORPUS" "${SET[@]}" --steps $((STEPS * 5)) \
-    --device "$DEVICE" > "$OUT/loader-$SEQ.log" 2>&1 || { tail "$OUT/loader-$SEQ.log"; exit 1; }
-  tail -2 "$OUT/loader-$SEQ.log"
+    --device "$DEVICE" --index-cache "$WORK/instance_index" > "$OUT/loader-$SEQ.log" 2>&1 ||
+    { tail "$OUT/loader-$SEQ.log"; exit 1; }
+  grep -E "seq/s|^padding:" "$OUT/loader-$SEQ.log"
   for RESIDUAL in false true; do
     NAME=biobert
     [ "$RESIDUAL" = true ] && NAME="biobert (bf16 residual)"
