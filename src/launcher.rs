@@ -6,6 +6,7 @@
 //! `biobert-core` beside it with the loader pointed at torch. The exec keeps the process id,
 //! so `mpirun -np N biobert ...` sees the ranks it started.
 
+#[path = "runtime/torch_location.rs"]
 mod torch_location;
 
 use std::env;

@@ -3,13 +3,13 @@
 
 use clap::{Parser, Subcommand};
 
-use biobert::bench_allreduce::{self, BenchAllreduceArgs};
-use biobert::bench_loader::{self, BenchLoaderArgs};
-use biobert::doctor::{self, DoctorArgs};
-use biobert::embed::{self, EmbedArgs};
-use biobert::export::{self, ExportArgs};
-use biobert::pretrain::{self, PretrainArgs};
-use biobert::torch_runtime;
+use biobert::commands::bench_allreduce::{self, BenchAllreduceArgs};
+use biobert::commands::bench_loader::{self, BenchLoaderArgs};
+use biobert::commands::doctor::{self, DoctorArgs};
+use biobert::commands::embed::{self, EmbedArgs};
+use biobert::commands::export::{self, ExportArgs};
+use biobert::runtime::torch_runtime;
+use biobert::train::pretrain::{self, PretrainArgs};
 
 #[derive(Parser)]
 #[command(

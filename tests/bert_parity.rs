@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use biobert::bert::{Batch, Bert};
-use biobert::bert_config::BertConfig;
-use biobert::hf_checkpoint;
+use biobert::model::bert::{Batch, Bert};
+use biobert::model::bert_config::BertConfig;
+use biobert::model::hf_checkpoint;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 

@@ -427,7 +427,7 @@ fn torch_save_state_dicts_load_and_malicious_pickles_are_refused() {
             .into_iter()
             .collect();
     for file in ["state_dict.zip.bin", "state_dict.legacy.bin"] {
-        let got = biobert::torch_pickle::read_state_dict(&dir.join(file)).unwrap();
+        let got = biobert::model::torch_pickle::read_state_dict(&dir.join(file)).unwrap();
         assert_eq!(got.len(), expected.len(), "{file}");
         for (name, tensor) in &got {
             let want = &expected[name];
@@ -438,7 +438,7 @@ fn torch_save_state_dicts_load_and_malicious_pickles_are_refused() {
     }
     let marker = std::path::Path::new("/tmp/biobert-pickle-exploit");
     let _ = std::fs::remove_file(marker);
-    let err = biobert::torch_pickle::read_state_dict(&dir.join("malicious.bin"))
+    let err = biobert::model::torch_pickle::read_state_dict(&dir.join("malicious.bin"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("refuses the global posix.system"), "{err}");
@@ -446,9 +446,10 @@ fn torch_save_state_dicts_load_and_malicious_pickles_are_refused() {
 
     // A BERT folder with only pytorch_model.bin: the same weights as its safetensors twin.
     let bin = workspace().join("tests/fixtures/tiny_bert_bin");
-    let a = biobert::hf_checkpoint::read_weights(&bin).unwrap();
-    let b = biobert::hf_checkpoint::read_weights(&workspace().join("tests/fixtures/tiny_bert"))
-        .unwrap();
+    let a = biobert::model::hf_checkpoint::read_weights(&bin).unwrap();
+    let b =
+        biobert::model::hf_checkpoint::read_weights(&workspace().join("tests/fixtures/tiny_bert"))
+            .unwrap();
     assert_eq!(a.len(), b.len());
     for (name, t) in &a {
         assert!(t.equal(&b[name]), "{name}");

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use biobert::corpus::Corpus;
-use biobert::instances::{self, InstanceConfig, SpecialTokens};
+use biobert::data::corpus::Corpus;
+use biobert::data::instances::{self, InstanceConfig, SpecialTokens};
 use common::*;
 
 /// Token shards of every real sample file (PubMed and PMC), built once per test binary.

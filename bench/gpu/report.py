@@ -5,7 +5,7 @@
     report.py hf   HF.json       SEQ BATCH PEAK_MIB   -> a JSON line (hf_baseline.py's run)
     report.py table RESULTS.jsonl                     -> the table
 
-FLOPs as src/flops.rs counts them (Megatron's formula): per token, 6 x the encoder's matrix
+FLOPs as src/model/flops.rs counts them (Megatron's formula): per token, 6 x the encoder's matrix
 weights + 12 x layers x hidden x seq; MFU against the GPU's dense bf16 peak. Our tokens are
 the real tokens of the batches; HF's batches are full-length.
 """

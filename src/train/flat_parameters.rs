@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::optimizer::decays;
+use crate::train::optimizer::decays;
 
 pub struct FlatParameters {
     /// The parameters in buffer order, by name.

@@ -8,7 +8,7 @@
 //! on the masked positions only, ~2% of BERT-base's arithmetic at seq 128). Tokens are the
 //! real, unpadded tokens of the batch.
 
-use crate::bert_config::BertConfig;
+use crate::model::bert_config::BertConfig;
 
 /// Training FLOPs per token at sequence length `seq`.
 pub fn per_token(c: &BertConfig, seq: usize) -> f64 {

@@ -14,12 +14,12 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use crate::corpus::Corpus;
-use crate::instance_index::{BuildReport, EpochIndex, IndexStore, Part, RECORD};
-use crate::instances::{self, Example, InstanceConfig, SpecialTokens};
-use crate::pinned_memory;
-use crate::run_config::DataConfig;
-use crate::thread_budget;
+use crate::data::corpus::Corpus;
+use crate::data::instance_index::{BuildReport, EpochIndex, IndexStore, Part, RECORD};
+use crate::data::instances::{self, Example, InstanceConfig, SpecialTokens};
+use crate::runtime::pinned_memory;
+use crate::runtime::thread_budget;
+use crate::train::run_config::DataConfig;
 
 /// Held-out instances use their own epoch key, so they never depend on training epochs.
 const HELDOUT_EPOCH: u64 = u64::MAX;

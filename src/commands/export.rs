@@ -10,9 +10,9 @@ use clap::Args;
 use tch::nn::VarStore;
 use tch::Device;
 
-use crate::bert::Bert;
-use crate::bert_config::BertConfig;
-use crate::hf_checkpoint;
+use crate::model::bert::Bert;
+use crate::model::bert_config::BertConfig;
+use crate::model::hf_checkpoint;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {

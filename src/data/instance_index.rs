@@ -32,10 +32,10 @@ use memmap2::{Mmap, MmapMut};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::build_lock::{self, BuildLock, LockWatch};
-use crate::corpus::Corpus;
-use crate::instances::{self, Instance, InstanceConfig, KEY_ORDER};
-use crate::rng::Rng;
+use crate::data::build_lock::{self, BuildLock, LockWatch};
+use crate::data::corpus::Corpus;
+use crate::data::instances::{self, Instance, InstanceConfig, KEY_ORDER};
+use crate::data::rng::Rng;
 
 const MAGIC: &[u8; 8] = b"BBINSTIX";
 const VERSION: u32 = 1;

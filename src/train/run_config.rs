@@ -163,7 +163,7 @@ pub struct LogConfig {
     #[serde(default = "d10u")]
     pub eval_batches: u64,
     /// The accelerator's dense peak in TFLOP/s for perf/mfu (0: from the GPU's name, see
-    /// src/flops.rs; no perf/mfu when unknown, e.g. on CPUs).
+    /// src/model/flops.rs; no perf/mfu when unknown, e.g. on CPUs).
     #[serde(default)]
     pub peak_tflops: f64,
 }

@@ -13,21 +13,21 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 use tensorboard_rs::summary_writer::SummaryWriter;
 
-use crate::bert::{Batch, Bert};
-use crate::bert_config::BertConfig;
-use crate::checkpoint::{self, TrainerState};
-use crate::corpus::{self, Corpus};
-use crate::data_loader::{self, Layout, Sampler, TensorBatch};
-use crate::device_selection;
-use crate::distributed::Distributed;
-use crate::flat_parameters::FlatParameters;
-use crate::flops;
-use crate::gradient_all_reduce::GradientAllReduce;
-use crate::hf_checkpoint;
-use crate::optimizer::{self, Optimizer};
-use crate::rng::Rng;
-use crate::run_agreement;
-use crate::run_config::RunConfig;
+use crate::data::corpus::{self, Corpus};
+use crate::data::data_loader::{self, Layout, Sampler, TensorBatch};
+use crate::data::rng::Rng;
+use crate::model::bert::{Batch, Bert};
+use crate::model::bert_config::BertConfig;
+use crate::model::flops;
+use crate::model::hf_checkpoint;
+use crate::parallel::distributed::Distributed;
+use crate::parallel::gradient_all_reduce::GradientAllReduce;
+use crate::parallel::run_agreement;
+use crate::runtime::device_selection;
+use crate::train::checkpoint::{self, TrainerState};
+use crate::train::flat_parameters::FlatParameters;
+use crate::train::optimizer::{self, Optimizer};
+use crate::train::run_config::RunConfig;
 
 #[derive(Debug, Args)]
 pub struct PretrainArgs {
@@ -96,7 +96,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     }
     Distributed::run_job(|dist| {
         let config = RunConfig::load(&args.config, &overrides)?;
-        let threads = crate::thread_budget::apply(dist.local_size, config.train.threads);
+        let threads = crate::runtime::thread_budget::apply(dist.local_size, config.train.threads);
         let data = config.data_path(args.data.as_ref())?;
         let corpus = Arc::new(Corpus::open(&data)?);
         // The local rank picks the GPU; a GPU host whose GPUs torch cannot use is an error.
@@ -122,8 +122,8 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
                 "threads: {} torch, {} data loader per rank ({})",
                 threads.torch, threads.loader, threads.why
             );
-            if let Some(dir) = crate::torch_runtime::loaded_torch_lib_dir() {
-                let version = crate::torch_location::installed_version(&dir);
+            if let Some(dir) = crate::runtime::torch_runtime::loaded_torch_lib_dir() {
+                let version = crate::runtime::torch_location::installed_version(&dir);
                 let source =
                     std::env::var("BIOBERT_TORCH_SOURCE").unwrap_or_else(|_| "rpath".into());
                 println!(
@@ -637,7 +637,7 @@ fn batch_sums(
     b: &TensorBatch,
     device: Device,
     train: bool,
-) -> Result<crate::bert::Losses> {
+) -> Result<crate::model::bert::Losses> {
     let padded = b.has_padding();
     let b = b.to_device(device)?;
     let batch = Batch {
@@ -707,7 +707,7 @@ pub fn dropout_seed(seed: u64, first_sample: u64) -> i64 {
 }
 
 /// [mlm loss sum, nsp loss sum, mlm correct, nsp correct] as one f64 device tensor.
-fn sums_tensor(s: &crate::bert::Losses) -> Tensor {
+fn sums_tensor(s: &crate::model::bert::Losses) -> Tensor {
     let f = |t: &Tensor| t.detach().to_kind(tch::Kind::Double).view([1]);
     Tensor::cat(
         &[f(&s.mlm), f(&s.nsp), f(&s.mlm_correct), f(&s.nsp_correct)],
@@ -717,7 +717,7 @@ fn sums_tensor(s: &crate::bert::Losses) -> Tensor {
 
 /// Accumulates [mlm loss sum, nsp loss sum, mlm correct, nsp correct, tokens] on the host
 /// (evaluation).
-fn add_sums(sums: &mut [f64; 5], s: &crate::bert::Losses, b: &TensorBatch) {
+fn add_sums(sums: &mut [f64; 5], s: &crate::model::bert::Losses, b: &TensorBatch) {
     let v = Vec::<f64>::try_from(sums_tensor(s).to_device(Device::Cpu)).expect("four f64 values");
     for (acc, x) in sums.iter_mut().zip(v) {
         *acc += x;
@@ -767,8 +767,8 @@ fn evaluate(
 fn versions() -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("biobert".into(), env!("CARGO_PKG_VERSION").into());
-    if let Some(dir) = crate::torch_runtime::loaded_torch_lib_dir() {
-        if let Some(t) = crate::torch_location::installed_version(&dir) {
+    if let Some(dir) = crate::runtime::torch_runtime::loaded_torch_lib_dir() {
+        if let Some(t) = crate::runtime::torch_location::installed_version(&dir) {
             v.insert("torch".into(), t);
         }
     }
@@ -928,7 +928,7 @@ fn peak_tflops(c: &RunConfig, device: Device, bf16: bool) -> Option<f64> {
         return Some(c.log.peak_tflops);
     }
     let Device::Cuda(i) = device else { return None };
-    let devices = crate::cuda_driver::CudaDriver::open()
+    let devices = crate::runtime::cuda_driver::CudaDriver::open()
         .ok()?
         .devices()
         .ok()?;

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::Tensor;
 
-use crate::bert_config::BertConfig;
-use crate::run_config::RunConfig;
+use crate::model::bert_config::BertConfig;
+use crate::train::run_config::RunConfig;
 
 pub const LATEST: &str = "latest";
 
@@ -91,7 +91,7 @@ fn write_files(
 ) -> Result<()> {
     let path = |f: &str| tmp.join(f);
     let named = |f: &str| format!("writing {}", tmp.join(f).display());
-    crate::hf_checkpoint::write_weights(vs, &path("model.safetensors"))?;
+    crate::model::hf_checkpoint::write_weights(vs, &path("model.safetensors"))?;
     Tensor::write_safetensors(&optimizer_state, path("optimizer.safetensors"))
         .with_context(|| named("optimizer.safetensors"))?;
     std::fs::write(

@@ -4,17 +4,17 @@
 
 use std::path::PathBuf;
 
-use crate::distributed::Distributed;
-use crate::gradient_all_reduce::{self, GradientAllReduce, Topology};
-use crate::run_config::DistributedConfig;
+use crate::parallel::distributed::Distributed;
+use crate::parallel::gradient_all_reduce::{self, GradientAllReduce, Topology};
+use crate::train::run_config::DistributedConfig;
 use anyhow::{anyhow, Result};
 use clap::Args;
 use tch::{Device, Kind, Tensor};
 
-use crate::cuda_driver::{CudaDriver, DeviceInfo};
-use crate::nccl::Nccl;
-use crate::torch_location;
-use crate::torch_runtime::{self, CudaLibrary};
+use crate::parallel::nccl::Nccl;
+use crate::runtime::cuda_driver::{CudaDriver, DeviceInfo};
+use crate::runtime::torch_location;
+use crate::runtime::torch_runtime::{self, CudaLibrary};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

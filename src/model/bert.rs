@@ -8,7 +8,7 @@
 use tch::nn::{self, Init, Module};
 use tch::{Kind, Tensor};
 
-use crate::bert_config::BertConfig;
+use crate::model::bert_config::BertConfig;
 
 fn linear(p: nn::Path, in_dim: i64, out_dim: i64, std: f64) -> nn::Linear {
     let config = nn::LinearConfig {

@@ -16,9 +16,9 @@ use clap::{Args, ValueEnum};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::bert::{Batch, Bert};
-use crate::device_selection;
-use crate::hf_checkpoint;
+use crate::model::bert::{Batch, Bert};
+use crate::model::hf_checkpoint;
+use crate::runtime::device_selection;
 use corpus_tools::tokenizer::WordPieceTokenizer;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -80,7 +80,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     vs.set_device(device);
     let tokenizer = WordPieceTokenizer::load(
         &args.model.join("vocab.txt"),
-        crate::export::lowercase_setting(&args.model),
+        crate::commands::export::lowercase_setting(&args.model),
     )?;
     let layers = parse_layers(&args.layers, config.num_hidden_layers)?;
     let max_len = args

@@ -14,8 +14,8 @@
 
 use rayon::prelude::*;
 
-use crate::corpus::Corpus;
-use crate::rng::Rng;
+use crate::data::corpus::Corpus;
+use crate::data::rng::Rng;
 
 /// Stream keys, so that the generators of the different draws never coincide.
 const KEY_DOCUMENT: u64 = 1;

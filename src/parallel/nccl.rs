@@ -6,7 +6,7 @@ use libloading::{Library, Symbol};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::{Path, PathBuf};
 
-use crate::cuda_runtime::Stream;
+use crate::runtime::cuda_runtime::Stream;
 
 pub const NCCL_LIBRARY: &str = "libnccl.so.2";
 

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-use crate::bert_config::BertConfig;
+use crate::model::bert_config::BertConfig;
 
 /// What an import matched, for the one-line report.
 #[derive(Debug, Default)]
@@ -89,7 +89,7 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
             .with_context(|| format!("{}: unreadable", safetensors.display()))?
     } else if bin.is_file() {
         // Read by a restricted unpickler: nothing the file names is ever run.
-        crate::torch_pickle::read_state_dict(&bin)?
+        crate::model::torch_pickle::read_state_dict(&bin)?
     } else {
         bail!(
             "{}: no model.safetensors or pytorch_model.bin",
@@ -196,8 +196,8 @@ pub fn read_config(dir: &Path) -> Result<BertConfig> {
 /// The weights of a pretrained BERT folder, Hugging Face or TensorFlow, under HF names.
 pub fn read_any_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     let hf = dir.join("model.safetensors").is_file() || dir.join("pytorch_model.bin").is_file();
-    match crate::tf_checkpoint::find_prefix(dir) {
-        Some(prefix) if !hf => crate::tf_checkpoint::read_weights(&prefix),
+    match crate::model::tf_checkpoint::find_prefix(dir) {
+        Some(prefix) if !hf => crate::model::tf_checkpoint::read_weights(&prefix),
         _ => read_weights(dir),
     }
 }

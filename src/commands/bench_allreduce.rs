@@ -10,9 +10,9 @@ use anyhow::Result;
 use clap::Args;
 use tch::{Kind, Tensor};
 
-use crate::distributed::Distributed;
-use crate::gradient_all_reduce::GradientAllReduce;
-use crate::run_config::DistributedConfig;
+use crate::parallel::distributed::Distributed;
+use crate::parallel::gradient_all_reduce::GradientAllReduce;
+use crate::train::run_config::DistributedConfig;
 
 #[derive(Debug, Args)]
 pub struct BenchAllreduceArgs {
@@ -44,7 +44,7 @@ pub fn run(args: &BenchAllreduceArgs) -> Result<()> {
 }
 
 fn bench(dist: &Distributed, args: &BenchAllreduceArgs) -> Result<()> {
-    let choice = crate::device_selection::select(&args.device, dist.local_rank)?;
+    let choice = crate::runtime::device_selection::select(&args.device, dist.local_rank)?;
     if let (Some(note), true) = (&choice.note, dist.is_root()) {
         println!("{note}");
     }

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::flat_parameters::FlatParameters;
-use crate::run_config::TrainConfig;
+use crate::train::flat_parameters::FlatParameters;
+use crate::train::run_config::TrainConfig;
 
 pub struct Optimizer {
     lamb: bool,
@@ -29,7 +29,7 @@ pub struct Optimizer {
     exp_avg_sq: Tensor,
     /// LAMB: the element count of each decayed parameter (they lead the buffers).
     decayed_lengths: Tensor,
-    /// AdamW with bias correction goes through libtorch's fused kernel (src/fused_adamw.rs);
+    /// AdamW with bias correction goes through libtorch's fused kernel (src/train/fused_adamw.rs);
     /// LAMB and Google's uncorrected AdamW through the element-wise kernels below.
     pub fused: bool,
     /// The step number as the fused kernel reads it (a device scalar).
@@ -137,13 +137,13 @@ impl Optimizer {
                     continue;
                 }
                 let part = |t: &Tensor| t.narrow(0, start, len);
-                crate::fused_adamw::step(
+                crate::train::fused_adamw::step(
                     &part(&self.flat.data),
                     &part(&self.flat.grad),
                     &part(&self.exp_avg),
                     &part(&self.exp_avg_sq),
                     &self.step_tensor,
-                    &crate::fused_adamw::Hyper {
+                    &crate::train::fused_adamw::Hyper {
                         lr,
                         beta1: self.beta1,
                         beta2: self.beta2,

@@ -19,10 +19,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::corpus::Corpus;
-use crate::data_loader::{self, Layout};
-use crate::distributed::Distributed;
-use crate::run_config::RunConfig;
+use crate::data::corpus::Corpus;
+use crate::data::data_loader::{self, Layout};
+use crate::parallel::distributed::Distributed;
+use crate::train::run_config::RunConfig;
 
 #[derive(Debug, Args)]
 pub struct BenchLoaderArgs {
@@ -68,10 +68,10 @@ pub fn run(args: &BenchLoaderArgs) -> Result<()> {
             .index_cache
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("biobert-instance-index"));
-        let (prefetched, plain, write) = crate::instance_index::time_shuffle(&dir, records)?;
+        let (prefetched, plain, write) = crate::data::instance_index::time_shuffle(&dir, records)?;
         println!(
             "shuffle of {records} records ({:.2} GB): {prefetched:.2} s prefetched, {plain:.2} s plain; written and synced into {} in {write:.2} s",
-            (records * crate::instance_index::RECORD as u64) as f64 / 1e9,
+            (records * crate::data::instance_index::RECORD as u64) as f64 / 1e9,
             dir.display()
         );
         return Ok(());
@@ -84,15 +84,15 @@ fn bench(dist: &Distributed, args: &BenchLoaderArgs) -> Result<()> {
     // (configuration, corpus, document split, index) does.
     let started = Instant::now();
     let config = RunConfig::load(&args.config, &args.set)?;
-    let threads = crate::thread_budget::apply(dist.local_size, config.train.threads);
+    let threads = crate::runtime::thread_budget::apply(dist.local_size, config.train.threads);
     let corpus = Arc::new(Corpus::open(&config.data_path(args.data.as_ref())?)?);
-    let device = crate::device_selection::parse(&args.device)?;
+    let device = crate::runtime::device_selection::parse(&args.device)?;
     let index_root = match (&args.index_cache, config.data.index_cache.as_str()) {
         (Some(dir), _) => dir.clone(),
         (None, "") => std::env::temp_dir().join("biobert-instance-index"),
         (None, dir) => PathBuf::from(dir),
     };
-    let manifest = crate::corpus::file_sha256(&corpus.dir.join("manifest.json"))?;
+    let manifest = crate::data::corpus::file_sha256(&corpus.dir.join("manifest.json"))?;
     let (mut sampler, _) = data_loader::samplers(&corpus, &manifest, &config.data, &index_root)?;
     let layout = Layout {
         micro_batch: config.train.micro_batch_size as u64,

@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::torch_location::TORCH_CPU_LIB;
+use crate::runtime::torch_location::TORCH_CPU_LIB;
 
 /// What happened to libtorch_cuda.so at start-up.
 #[derive(Debug, Clone)]

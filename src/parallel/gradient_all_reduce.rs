@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::cuda_runtime::{CudaRuntime, Event, Stream, DEFAULT_STREAM};
-use crate::distributed::Distributed;
-use crate::nccl::{Comm, DataType, Nccl, UniqueId};
-use crate::run_config::DistributedConfig;
+use crate::parallel::distributed::Distributed;
+use crate::parallel::nccl::{Comm, DataType, Nccl, UniqueId};
+use crate::runtime::cuda_runtime::{CudaRuntime, Event, Stream, DEFAULT_STREAM};
+use crate::train::run_config::DistributedConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backend {
@@ -83,7 +83,9 @@ impl Topology {
 /// libnccl.so.2 for a GPU rank.
 pub fn open_nccl(device: Device) -> Result<Nccl, String> {
     match device {
-        Device::Cuda(_) => Nccl::open(crate::torch_runtime::loaded_torch_lib_dir().as_deref()),
+        Device::Cuda(_) => {
+            Nccl::open(crate::runtime::torch_runtime::loaded_torch_lib_dir().as_deref())
+        }
         _ => Err("a CPU rank".to_string()),
     }
 }
@@ -181,7 +183,7 @@ impl GradientAllReduce {
             .is_some_and(|h| h.numel() == grad.numel());
         if !fits {
             let host = Tensor::f_empty([grad.numel() as i64], (Kind::Float, Device::Cpu))?;
-            self.host = Some(crate::pinned_memory::pin(&host)?);
+            self.host = Some(crate::runtime::pinned_memory::pin(&host)?);
         }
         let host = self.host.as_ref().expect("allocated above");
         tch::no_grad(|| -> Result<()> {
@@ -215,7 +217,7 @@ fn gpu_identity(device: Device) -> Option<u64> {
     let Device::Cuda(ordinal) = device else {
         return None;
     };
-    let bus = crate::cuda_driver::CudaDriver::open()
+    let bus = crate::runtime::cuda_driver::CudaDriver::open()
         .and_then(|d| d.devices())
         .ok()
         .and_then(|all| all.into_iter().nth(ordinal))
@@ -265,7 +267,7 @@ impl NcclReducer {
         gpu: usize,
         config: &DistributedConfig,
     ) -> Result<NcclReducer> {
-        let torch_dir = crate::torch_runtime::loaded_torch_lib_dir();
+        let torch_dir = crate::runtime::torch_runtime::loaded_torch_lib_dir();
         let cuda = CudaRuntime::open(torch_dir.as_deref()).map_err(anyhow::Error::msg)?;
         // NCCL binds the communicator to the current device; torch restores it after
         // each operation, so setting it once holds.

@@ -5,8 +5,8 @@
 
 use tch::Device;
 
-use crate::cuda_driver::CudaDriver;
-use crate::torch_runtime::{self, CudaLibrary};
+use crate::runtime::cuda_driver::CudaDriver;
+use crate::runtime::torch_runtime::{self, CudaLibrary};
 
 /// What the user asked for (`train.device`, `--device`).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,0 +1,9 @@
+//! The BERT encoder and its heads, and the checkpoint formats it reads and writes
+//! (Hugging Face safetensors and pytorch_model.bin, Google TensorFlow).
+
+pub mod bert;
+pub mod bert_config;
+pub mod flops;
+pub mod hf_checkpoint;
+pub mod tf_checkpoint;
+pub mod torch_pickle;

@@ -1,0 +1,10 @@
+//! The host: finding and loading libtorch and CUDA, choosing the device, pinned memory
+//! and each rank's share of the cores.
+
+pub mod cuda_driver;
+pub mod cuda_runtime;
+pub mod device_selection;
+pub mod pinned_memory;
+pub mod thread_budget;
+pub mod torch_location;
+pub mod torch_runtime;
