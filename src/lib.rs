@@ -1,6 +1,7 @@
 //! The BioBERT trainer: model, data loading, optimisation, distribution, checkpoints.
 pub mod commands;
 pub mod data;
+pub mod finetune;
 pub mod model;
 pub mod parallel;
 pub mod runtime;

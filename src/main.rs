@@ -8,6 +8,7 @@ use biobert::commands::bench_loader::{self, BenchLoaderArgs};
 use biobert::commands::doctor::{self, DoctorArgs};
 use biobert::commands::embed::{self, EmbedArgs};
 use biobert::commands::export::{self, ExportArgs};
+use biobert::commands::finetune::{self, FinetuneArgs};
 use biobert::runtime::torch_runtime;
 use biobert::train::pretrain::{self, PretrainArgs};
 
@@ -31,6 +32,8 @@ enum Command {
     Embed(EmbedArgs),
     /// Write a checkpoint as a Hugging Face BertForPreTraining folder.
     Export(ExportArgs),
+    /// Fine-tune on a BioBERT benchmark: ner (token classification) or re (relations).
+    Finetune(FinetuneArgs),
     /// Continue pretraining BERT on token shards (MLM + NSP), resumable.
     Pretrain(PretrainArgs),
     /// Bus bandwidth of the gradient all-reduce across message sizes (run under mpirun).
@@ -48,6 +51,7 @@ fn main() {
         Command::Embed(args) => embed::run(args).map(|()| 0),
         Command::Export(args) => export::run(args).map(|()| 0),
         Command::Pretrain(args) => pretrain::run(args).map(|()| 0),
+        Command::Finetune(args) => finetune::run(args).map(|()| 0),
         Command::BenchAllreduce(args) => bench_allreduce::run(args).map(|()| 0),
         Command::BenchLoader(args) => bench_loader::run(args).map(|()| 0),
     };

@@ -130,6 +130,16 @@ pub fn write_hf_folder(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     hf_checkpoint::write_weights(vs, &out.join("model.safetensors"))?;
     write_json(&out.join("config.json"), &config.to_hf_json())?;
+    write_tokenizer_files(out, vocab, lowercase, config)
+}
+
+/// vocab.txt, tokenizer_config.json and special_tokens_map.json of a Hugging Face folder.
+pub fn write_tokenizer_files(
+    out: &Path,
+    vocab: &Path,
+    lowercase: bool,
+    config: &BertConfig,
+) -> Result<()> {
     std::fs::copy(vocab, out.join("vocab.txt"))
         .with_context(|| format!("copying {}", vocab.display()))?;
     write_json(

@@ -5,3 +5,4 @@ pub mod bench_loader;
 pub mod doctor;
 pub mod embed;
 pub mod export;
+pub mod finetune;

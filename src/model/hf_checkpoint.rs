@@ -52,7 +52,11 @@ impl LoadReport {
         let encoder: Vec<String> = self
             .missing
             .iter()
-            .filter(|n| !n.starts_with("cls.") && !n.starts_with("bert.pooler."))
+            .filter(|n| {
+                !n.starts_with("cls.")
+                    && !n.starts_with("bert.pooler.")
+                    && !n.starts_with("classifier.")
+            })
             .cloned()
             .collect();
         if !encoder.is_empty() {

@@ -502,7 +502,7 @@ impl RunConfig {
     }
 }
 
-fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
+pub fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
     let (key, raw) = assignment
         .split_once('=')
         .context("expected section.key=value")?;

@@ -1,0 +1,543 @@
+//! `biobert finetune ner|re`: fine-tunes a BERT folder (a pretraining checkpoint, an
+//! exported or Hugging Face folder, or a Google TensorFlow checkpoint) on a BioBERT
+//! benchmark set, keeps the epoch with the best development F1, and writes the test
+//! metrics, the predictions and a Hugging Face classification folder.
+//!
+//!   biobert finetune ner --model runs/biobert/checkpoints/latest --data NCBI-disease/ --out ft/ncbi
+//!   biobert finetune re --model biobert-v1.1-hf/ --data GAD/1/ --out ft/gad1
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use corpus_tools::tokenizer::WordPieceTokenizer;
+use tch::nn::VarStore;
+use tch::Device;
+use tensorboard_rs::summary_writer::SummaryWriter;
+
+use crate::commands::export::{follow_latest, lowercase_setting};
+use crate::finetune::class_metrics;
+use crate::finetune::classifier::{self, Classifier, Head};
+use crate::finetune::entity_metrics;
+use crate::finetune::finetune_config::FinetuneConfig;
+use crate::finetune::ner_data::{self, TaggedSentence, Window, IGNORED};
+use crate::finetune::re_data::{self, Format};
+use crate::finetune::trainer::{Input, Trainer};
+use crate::model::hf_checkpoint;
+use crate::parallel::distributed::Distributed;
+use crate::runtime::device_selection;
+
+const NER_DEFAULTS: &str = include_str!("../../configs/finetune_ner.toml");
+const RE_DEFAULTS: &str = include_str!("../../configs/finetune_re.toml");
+
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Task {
+    /// Token classification on BioBERT's NER layout (train.tsv, devel.tsv, test.tsv).
+    Ner(CommonArgs),
+    /// Sentence classification on BioBERT's RE layout (tsv) or JSON lines (ChemProt).
+    Re {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The data layout; detected from the folder when not given.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// A BERT folder: a pretraining checkpoint (or RUN/checkpoints/latest), an exported or
+    /// Hugging Face folder, or a Google TensorFlow checkpoint folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The benchmark set's folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A new or empty folder for the metrics, predictions and model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A fine-tuning configuration (default: configs/finetune_ner.toml or _re.toml as
+    /// built in).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Overrides, as key=value (repeatable).
+    #[arg(long = "set")]
+    pub set: Vec<String>,
+    /// Use only the first N training sequences (sentences for NER), e.g. for a quick try.
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N development and test sequences.
+    #[arg(long)]
+    pub limit_eval: Option<usize>,
+}
+
+pub fn run(args: &FinetuneArgs) -> Result<()> {
+    Distributed::run_job(|dist| match &args.task {
+        Task::Ner(common) => run_task(dist, common, TaskData::ner(common)?),
+        Task::Re { common, format } => run_task(dist, common, TaskData::re(common, *format)?),
+    })
+}
+
+/// Everything a task needs, read and checked before any output is written.
+struct TaskData {
+    head: Head,
+    name: &'static str,
+    defaults: &'static str,
+    labels: Vec<String>,
+    train: Vec<Input>,
+    dev: Option<Split>,
+    test: Split,
+    /// The positive class of a binary RE task.
+    positive: Option<usize>,
+}
+
+/// An evaluation split: its inputs and what maps predictions back to its records.
+struct Split {
+    path: PathBuf,
+    inputs: Vec<Input>,
+    records: Records,
+}
+
+enum Records {
+    Ner {
+        sentences: Vec<TaggedSentence>,
+        windows: Vec<Window>,
+    },
+    Re {
+        gold: Vec<usize>,
+    },
+}
+
+fn tokenizer(model: &Path) -> Result<WordPieceTokenizer> {
+    WordPieceTokenizer::load(&model.join("vocab.txt"), lowercase_setting(model))
+}
+
+fn model_folder(model: &Path) -> Result<PathBuf> {
+    let dir = follow_latest(model)?;
+    if !dir.join("vocab.txt").is_file() {
+        bail!("{}: no vocab.txt beside the model", dir.display());
+    }
+    Ok(dir)
+}
+
+fn limit<T>(mut v: Vec<T>, n: Option<usize>) -> Vec<T> {
+    if let Some(n) = n {
+        v.truncate(n);
+    }
+    v
+}
+
+fn max_len(common: &CommonArgs, defaults: &str) -> Result<usize> {
+    Ok(load_config(common, defaults)?.max_seq_len)
+}
+
+impl TaskData {
+    fn ner(common: &CommonArgs) -> Result<TaskData> {
+        let model = model_folder(&common.model)?;
+        let tokenizer = tokenizer(&model)?;
+        let max_len = max_len(common, NER_DEFAULTS)?;
+        let path = |n: &str| common.data.join(n);
+        let train = limit(ner_data::read(&path("train.tsv"))?, common.limit_train);
+        let labels = ner_data::label_set(&train);
+        let split = |p: PathBuf| -> Result<Split> {
+            let sentences = limit(ner_data::read(&p)?, common.limit_eval);
+            let ids = ner_data::label_ids(&sentences, &labels, &p)?;
+            let windows = ner_data::windows(&sentences, &ids, &tokenizer, max_len)?;
+            Ok(Split {
+                path: p,
+                inputs: windows.iter().map(window_input).collect(),
+                records: Records::Ner { sentences, windows },
+            })
+        };
+        let train_ids = ner_data::label_ids(&train, &labels, &path("train.tsv"))?;
+        let train_inputs = ner_data::windows(&train, &train_ids, &tokenizer, max_len)?
+            .iter()
+            .map(window_input)
+            .collect();
+        let dev = ["devel.tsv", "dev.tsv"]
+            .iter()
+            .map(|n| path(n))
+            .find(|p| p.is_file())
+            .map(split)
+            .transpose()?;
+        Ok(TaskData {
+            head: Head::Token,
+            name: "ner",
+            defaults: NER_DEFAULTS,
+            test: split(path("test.tsv"))?,
+            dev,
+            train: train_inputs,
+            labels,
+            positive: None,
+        })
+    }
+
+    fn re(common: &CommonArgs, format: Option<Format>) -> Result<TaskData> {
+        let model = model_folder(&common.model)?;
+        let tokenizer = tokenizer(&model)?;
+        let max_len = max_len(common, RE_DEFAULTS)?;
+        let format = match format {
+            Some(f) => f,
+            None => re_data::detect(&common.data)?,
+        };
+        let (train_path, dev_path, test_path) = re_data::files(&common.data, format);
+        let train = limit(re_data::read(&train_path, format)?, common.limit_train);
+        let labels = re_data::label_set(&train);
+        let encode = |examples: &[re_data::Example], gold: &[usize]| -> Result<Vec<Input>> {
+            examples
+                .iter()
+                .zip(gold)
+                .map(|(e, &g)| {
+                    Ok(Input {
+                        input_ids: sentence_ids(&tokenizer, &e.text, max_len)?,
+                        targets: vec![g as i64],
+                    })
+                })
+                .collect()
+        };
+        let split = |p: PathBuf| -> Result<Split> {
+            let examples = limit(re_data::read(&p, format)?, common.limit_eval);
+            let gold = re_data::label_ids(&examples, &labels, &p)?;
+            Ok(Split {
+                path: p,
+                inputs: encode(&examples, &gold)?,
+                records: Records::Re { gold },
+            })
+        };
+        let train_gold = re_data::label_ids(&train, &labels, &train_path)?;
+        Ok(TaskData {
+            head: Head::Sequence,
+            name: "re",
+            defaults: RE_DEFAULTS,
+            train: encode(&train, &train_gold)?,
+            dev: dev_path.map(split).transpose()?,
+            test: split(test_path)?,
+            positive: re_data::positive_label(&labels),
+            labels,
+        })
+    }
+}
+
+fn window_input(w: &Window) -> Input {
+    Input {
+        input_ids: w.input_ids.clone(),
+        targets: w.labels.clone(),
+    }
+}
+
+/// [CLS] pieces [SEP], the pieces cut to fit `max_len` (as BioBERT's scripts truncate).
+fn sentence_ids(tokenizer: &WordPieceTokenizer, text: &str, max_len: usize) -> Result<Vec<i64>> {
+    let id = |t: &str| {
+        tokenizer
+            .token_id(t)
+            .map(i64::from)
+            .with_context(|| format!("the vocabulary has no {t}"))
+    };
+    let mut pieces: Vec<i64> = tokenizer.encode(text)?.into_iter().map(i64::from).collect();
+    pieces.truncate(max_len - 2);
+    let mut ids = vec![id("[CLS]")?];
+    ids.extend(pieces);
+    ids.push(id("[SEP]")?);
+    Ok(ids)
+}
+
+fn load_config(common: &CommonArgs, defaults: &str) -> Result<FinetuneConfig> {
+    match &common.config {
+        Some(path) => FinetuneConfig::load(path, &common.set),
+        None => FinetuneConfig::from_text(defaults, "the built-in defaults", &common.set),
+    }
+}
+
+/// The scores of one split, as JSON, and its primary F1.
+fn evaluate(
+    trainer: &Trainer,
+    split: &Split,
+    labels: &[String],
+    positive: Option<usize>,
+) -> Result<(serde_json::Value, f64, Vec<String>)> {
+    let predicted = trainer.predict(&split.inputs)?;
+    match &split.records {
+        Records::Ner { sentences, windows } => {
+            let tags = ner_tags(sentences, windows, &predicted, labels);
+            let gold: Vec<Vec<String>> = sentences.iter().map(|s| s.labels.clone()).collect();
+            let scores = entity_metrics::score(&gold, &tags);
+            let f1 = scores.f1;
+            let lines = conll_lines(sentences, &tags);
+            Ok((serde_json::to_value(scores)?, f1, lines))
+        }
+        Records::Re { gold } => {
+            let guess: Vec<usize> = predicted.iter().map(|p| p[0]).collect();
+            let scores = class_metrics::score(gold, &guess, positive);
+            let f1 = scores.f1.unwrap_or(scores.micro_f1);
+            let mut lines = vec!["index\tgold\tpredicted".to_string()];
+            lines.extend(
+                gold.iter()
+                    .zip(&guess)
+                    .enumerate()
+                    .map(|(i, (g, p))| format!("{i}\t{}\t{}", labels[*g], labels[*p])),
+            );
+            Ok((serde_json::to_value(scores)?, f1, lines))
+        }
+    }
+}
+
+/// Each word's predicted tag: the prediction at its first piece, in its window.
+fn ner_tags(
+    sentences: &[TaggedSentence],
+    windows: &[Window],
+    predicted: &[Vec<usize>],
+    labels: &[String],
+) -> Vec<Vec<String>> {
+    let mut tags: Vec<Vec<String>> = sentences
+        .iter()
+        .map(|s| vec!["O".to_string(); s.words.len()])
+        .collect();
+    for (w, p) in windows.iter().zip(predicted) {
+        let firsts = w.labels.iter().enumerate().filter(|(_, &l)| l != IGNORED);
+        for ((position, _), word) in firsts.zip(w.words.0..w.words.1) {
+            tags[w.sentence][word] = labels[p[position]].clone();
+        }
+    }
+    tags
+}
+
+/// conlleval's input: `token gold predicted` a line, a blank line after each sentence.
+fn conll_lines(sentences: &[TaggedSentence], tags: &[Vec<String>]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (s, t) in sentences.iter().zip(tags) {
+        for ((word, gold), guess) in s.words.iter().zip(&s.labels).zip(t) {
+            lines.push(format!("{word} {gold} {guess}"));
+        }
+        lines.push(String::new());
+    }
+    lines
+}
+
+fn run_task(dist: &Distributed, common: &CommonArgs, task: TaskData) -> Result<()> {
+    let config = load_config(common, task.defaults)?;
+    let model_dir = model_folder(&common.model)?;
+    prepare_out(&common.out, dist.is_root())?;
+    let result = train_and_write(dist, common, &task, &config, &model_dir);
+    if result.is_err() && dist.is_root() {
+        // Nothing half written: the folder was new or empty, so all in it is ours.
+        let _ = std::fs::remove_dir_all(&common.out);
+    }
+    result
+}
+
+/// `--out` must be new or empty: nothing there is overwritten.
+fn prepare_out(out: &Path, root: bool) -> Result<()> {
+    if let Ok(mut entries) = std::fs::read_dir(out) {
+        if entries.next().is_some() {
+            bail!(
+                "{}: not empty; choose a new folder for --out",
+                out.display()
+            );
+        }
+    }
+    if root {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create", out.display()))?;
+    }
+    Ok(())
+}
+
+fn train_and_write(
+    dist: &Distributed,
+    common: &CommonArgs,
+    task: &TaskData,
+    config: &FinetuneConfig,
+    model_dir: &Path,
+) -> Result<()> {
+    let threads = crate::runtime::thread_budget::apply(dist.local_size, config.threads);
+    let choice = device_selection::select(&config.device, dist.local_rank)?;
+    let device = choice.device;
+    let bert_config = hf_checkpoint::read_config(model_dir)?;
+    if config.max_seq_len as i64 > bert_config.max_position_embeddings {
+        bail!(
+            "max_seq_len = {} is more than the model's {} positions",
+            config.max_seq_len,
+            bert_config.max_position_embeddings
+        );
+    }
+    // The head's initialisation comes from torch's generator: seeded, it is repeatable.
+    tch::manual_seed(config.seed as i64);
+    let vs = VarStore::new(Device::Cpu);
+    let mut model = Classifier::new(&vs.root(), &bert_config, task.head, task.labels.len());
+    let (_, report) = hf_checkpoint::load_folder(&vs, model_dir)?;
+    report.require_encoder(&model_dir.display().to_string())?;
+    model.bert.compute = match (config.precision.as_str(), device) {
+        ("bf16", _) | ("auto", Device::Cuda(_)) => tch::Kind::BFloat16,
+        _ => tch::Kind::Float,
+    };
+    let mut vs = vs;
+    vs.set_device(device);
+    let pad = tokenizer(model_dir)?.token_id("[PAD]").map_or(0, i64::from);
+    if dist.is_root() {
+        println!(
+            "finetune {}: {} from {} ({}); {} labels; {} training, {} development, {} test inputs; {:?}, {} torch threads per rank, {} rank(s)",
+            task.name,
+            task.head.architecture(),
+            model_dir.display(),
+            report.summary(),
+            task.labels.len(),
+            task.train.len(),
+            task.dev.as_ref().map_or(0, |d| d.inputs.len()),
+            task.test.inputs.len(),
+            device,
+            threads.torch,
+            dist.size
+        );
+        println!(
+            "config: {}",
+            toml::to_string(config)?.trim().replace('\n', ", ")
+        );
+    }
+    let mut trainer = Trainer::new(model, vs, dist, device, config, task.train.len(), pad)?;
+    let mut writer = dist
+        .is_root()
+        .then(|| SummaryWriter::new(common.out.join("tensorboard")));
+    let started = Instant::now();
+    let total_steps = trainer.steps_per_epoch * config.epochs;
+    let (mut best, mut best_f1, mut best_epoch) = (None, f64::NEG_INFINITY, config.epochs);
+    let select = config.select_on_dev && task.dev.is_some();
+    for epoch in 0..config.epochs {
+        let loss = trainer.epoch(&task.train, epoch, |step, loss| {
+            if let Some(w) = writer.as_mut() {
+                w.add_scalar("train/loss", loss as f32, step as usize);
+            }
+        })?;
+        let dev = match &task.dev {
+            Some(split) => Some(evaluate(&trainer, split, &task.labels, task.positive)?.1),
+            None => None,
+        };
+        let improved = dev.is_some_and(|f| f > best_f1);
+        if select && improved {
+            best_f1 = dev.unwrap_or(0.0);
+            best_epoch = epoch + 1;
+            best = Some(trainer.snapshot());
+        }
+        if let Some(w) = writer.as_mut() {
+            if let Some(f) = dev {
+                w.add_scalar("dev/f1", f as f32, trainer.step as usize);
+            }
+            w.flush();
+        }
+        if dist.is_root() {
+            let elapsed = started.elapsed().as_secs_f64();
+            let left = elapsed / trainer.step.max(1) as f64 * (total_steps - trainer.step) as f64;
+            println!(
+                "epoch {}/{}: loss {loss:.4}{} | {:.0} s, ETA {}",
+                epoch + 1,
+                config.epochs,
+                dev.map_or(String::new(), |f| format!(
+                    ", dev F1 {:.4}{}",
+                    f,
+                    if select && improved { " (best)" } else { "" }
+                )),
+                elapsed,
+                clock(left)
+            );
+        }
+    }
+    if let Some(saved) = &best {
+        trainer.restore(saved);
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    if dist.is_root() {
+        write_outputs(
+            &common.out,
+            &trainer,
+            task,
+            config,
+            model_dir,
+            &bert_config,
+            best_epoch,
+            select,
+            train_seconds,
+        )?;
+    }
+    dist.barrier();
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    out: &Path,
+    trainer: &Trainer,
+    task: &TaskData,
+    config: &FinetuneConfig,
+    model_dir: &Path,
+    bert_config: &crate::model::bert_config::BertConfig,
+    best_epoch: u64,
+    select: bool,
+    train_seconds: f64,
+) -> Result<()> {
+    let write = |name: &str, lines: &[String]| -> Result<()> {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(out.join(name), text)
+            .with_context(|| format!("writing {}", out.join(name).display()))
+    };
+    let (test, test_f1, test_lines) = evaluate(trainer, &task.test, &task.labels, task.positive)?;
+    write("predictions_test.txt", &test_lines)?;
+    let dev = match &task.dev {
+        Some(split) => {
+            let (scores, _, lines) = evaluate(trainer, split, &task.labels, task.positive)?;
+            write("predictions_dev.txt", &lines)?;
+            scores
+        }
+        None => serde_json::Value::Null,
+    };
+    let model_out = out.join("model");
+    std::fs::create_dir_all(&model_out)?;
+    classifier::write_hf_classifier(
+        &model_out,
+        &trainer.vs,
+        bert_config,
+        task.head,
+        &task.labels,
+    )?;
+    let lowercase = lowercase_setting(model_dir).unwrap_or(true);
+    crate::commands::export::write_tokenizer_files(
+        &model_out,
+        &model_dir.join("vocab.txt"),
+        lowercase,
+        bert_config,
+    )?;
+    let metrics = serde_json::json!({
+        "task": task.name,
+        "model": model_dir.display().to_string(),
+        "test_file": task.test.path.display().to_string(),
+        "labels": task.labels,
+        "epochs": config.epochs,
+        "selected_epoch": best_epoch,
+        "selection": if select { "best development F1" } else { "last epoch (no development set, or select_on_dev = false)" },
+        "train_seconds": train_seconds,
+        "dev": dev,
+        "test": test,
+    });
+    std::fs::write(
+        out.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics)? + "\n",
+    )?;
+    std::fs::write(out.join("config.toml"), toml::to_string(config)?)?;
+    println!(
+        "test: F1 {test_f1:.4} (epoch {best_epoch}); metrics, predictions and the model ({}) in {}",
+        task.head.architecture(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}

@@ -1,0 +1,10 @@
+//! Fine-tuning on BioBERT's downstream benchmarks: NER (token classification) and relation
+//! extraction (sentence classification), with the metrics BioBERT reports.
+
+pub mod class_metrics;
+pub mod classifier;
+pub mod entity_metrics;
+pub mod finetune_config;
+pub mod ner_data;
+pub mod re_data;
+pub mod trainer;

@@ -1,0 +1,244 @@
+//! The fine-tuning loop shared by NER and RE: epochs over a keyed shuffle of the training
+//! inputs, each global batch split among the ranks (gradients summed by the pretraining
+//! all-reduce), AdamW over the flat parameter buffers, and predictions for evaluation.
+
+use anyhow::{bail, Result};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::data::rng::Rng;
+use crate::finetune::classifier::{Classifier, Head};
+use crate::finetune::finetune_config::FinetuneConfig;
+use crate::finetune::ner_data::IGNORED;
+use crate::parallel::distributed::Distributed;
+use crate::parallel::gradient_all_reduce::GradientAllReduce;
+use crate::train::flat_parameters::FlatParameters;
+use crate::train::optimizer::{self, Optimizer};
+use crate::train::run_config::DistributedConfig;
+
+/// Stream keys of fine-tuning's draws.
+const KEY_ORDER: u64 = 11;
+const KEY_DROPOUT: u64 = 12;
+
+/// One model input and its targets: a label per position (tokens; `IGNORED` where none)
+/// or one label (sequences).
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub input_ids: Vec<i64>,
+    pub targets: Vec<i64>,
+}
+
+pub struct Trainer<'a> {
+    pub model: Classifier,
+    pub vs: VarStore,
+    optimizer: Optimizer,
+    reducer: GradientAllReduce,
+    dist: &'a Distributed,
+    pub device: Device,
+    config: FinetuneConfig,
+    pad: i64,
+    pub steps_per_epoch: u64,
+    pub step: u64,
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(
+        model: Classifier,
+        vs: VarStore,
+        dist: &'a Distributed,
+        device: Device,
+        config: &FinetuneConfig,
+        train_size: usize,
+        pad: i64,
+    ) -> Result<Trainer<'a>> {
+        if config.batch_size < dist.size {
+            bail!(
+                "batch_size = {} is smaller than the {} ranks: each rank needs at least one sequence a step",
+                config.batch_size,
+                dist.size
+            );
+        }
+        let steps_per_epoch = train_size.div_ceil(config.batch_size) as u64;
+        let flat = FlatParameters::new(vs.variables().into_iter().collect(), device);
+        let micro = config.batch_size.div_ceil(dist.size);
+        let optimizer = Optimizer::new(
+            flat,
+            &config.optimizer(steps_per_epoch * config.epochs, micro),
+        );
+        let reducer = GradientAllReduce::new(dist, &DistributedConfig::default(), device)?;
+        Ok(Trainer {
+            model,
+            vs,
+            optimizer,
+            reducer,
+            dist,
+            device,
+            config: config.clone(),
+            pad,
+            steps_per_epoch,
+            step: 0,
+        })
+    }
+
+    /// One epoch; returns the mean training loss over its steps.
+    pub fn epoch(
+        &mut self,
+        inputs: &[Input],
+        epoch: u64,
+        mut progress: impl FnMut(u64, f64),
+    ) -> Result<f64> {
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        Rng::for_keys(&[self.config.seed, KEY_ORDER, epoch]).shuffle(&mut order);
+        let schedule = self
+            .config
+            .optimizer(self.steps_per_epoch * self.config.epochs, 1);
+        let mut total = 0.0;
+        for (s, batch) in order.chunks(self.config.batch_size).enumerate() {
+            // This rank's share: every world-th sequence of the global batch.
+            let mine: Vec<&Input> = batch
+                .iter()
+                .skip(self.dist.rank)
+                .step_by(self.dist.size)
+                .map(|&i| &inputs[i])
+                .collect();
+            let loss = self.train_step(&mine, epoch, s as u64)?;
+            let norm = f64::try_from(self.optimizer.grad_norm())?;
+            self.reducer.check()?;
+            if !loss.is_finite() || !norm.is_finite() {
+                bail!(
+                    "epoch {}, step {}: the loss is {loss} (gradient norm {norm})",
+                    epoch + 1,
+                    s + 1
+                );
+            }
+            self.optimizer.clip(norm, self.config.max_grad_norm);
+            self.optimizer
+                .step(optimizer::learning_rate(&schedule, self.step))?;
+            self.optimizer.zero_grad();
+            self.step += 1;
+            total += loss;
+            progress(self.step, loss);
+        }
+        Ok(total / self.steps_per_epoch.max(1) as f64)
+    }
+
+    /// Forward and backward of this rank's share; the loss is normalised by the global
+    /// count (labelled tokens, or sequences), so the summed gradients are the mean's.
+    fn train_step(&mut self, mine: &[&Input], epoch: u64, step: u64) -> Result<f64> {
+        let mut counts = [mine.iter().map(|i| labelled(i)).sum::<usize>() as f64];
+        self.dist.all_reduce_f64(&mut counts);
+        let mut loss_sum = [0f64];
+        if !mine.is_empty() {
+            let seed = Rng::for_keys(&[
+                self.config.seed,
+                KEY_DROPOUT,
+                epoch,
+                step,
+                self.dist.rank as u64,
+            ])
+            .next_u64();
+            tch::manual_seed((seed & i64::MAX as u64) as i64);
+            let (ids, mask, targets) = self.collate(mine);
+            let logits = self.model.logits(&ids, mask.as_ref(), true);
+            let sum = cross_entropy_sum(&logits, &targets);
+            (&sum / counts[0].max(1.0)).backward();
+            loss_sum[0] = f64::try_from(sum.detach().to_kind(Kind::Double))?;
+        }
+        self.reducer
+            .all_reduce(self.dist, &self.optimizer.flat.grad)?;
+        self.dist.all_reduce_f64(&mut loss_sum);
+        Ok(loss_sum[0] / counts[0].max(1.0))
+    }
+
+    /// The padded batch on the device: ids, the attention mask (None when unpadded) and
+    /// the targets (padding positions IGNORED).
+    fn collate(&self, inputs: &[&Input]) -> (Tensor, Option<Tensor>, Tensor) {
+        let width = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(1);
+        let b = inputs.len();
+        let (mut ids, mut mask) = (vec![self.pad; b * width], vec![0i64; b * width]);
+        let tokens = self.model.head == Head::Token;
+        let mut targets = if tokens {
+            vec![IGNORED; b * width]
+        } else {
+            vec![0; b]
+        };
+        for (r, input) in inputs.iter().enumerate() {
+            for (j, &id) in input.input_ids.iter().enumerate() {
+                ids[r * width + j] = id;
+                mask[r * width + j] = 1;
+                if tokens {
+                    targets[r * width + j] = input.targets[j];
+                }
+            }
+            if !tokens {
+                targets[r] = input.targets[0];
+            }
+        }
+        let padded = inputs.iter().any(|i| i.input_ids.len() < width);
+        let shape = [b as i64, width as i64];
+        let to = |v: &[i64]| Tensor::from_slice(v).to_device(self.device);
+        (
+            to(&ids).view(shape),
+            padded.then(|| to(&mask).view(shape)),
+            to(&targets),
+        )
+    }
+
+    /// Predicted labels: per position (tokens) or one (sequences), for every input.
+    pub fn predict(&self, inputs: &[Input]) -> Result<Vec<Vec<usize>>> {
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(self.config.eval_batch_size) {
+            let refs: Vec<&Input> = chunk.iter().collect();
+            let (ids, mask, _) = self.collate(&refs);
+            let argmax = tch::no_grad(|| {
+                self.model
+                    .logits(&ids, mask.as_ref(), false)
+                    .argmax(-1, false)
+            });
+            let flat = Vec::<i64>::try_from(argmax.to_device(Device::Cpu).view([-1]))?;
+            let width = flat.len() / chunk.len();
+            for (r, input) in chunk.iter().enumerate() {
+                let row = &flat[r * width..(r + 1) * width];
+                out.push(match self.model.head {
+                    Head::Token => row[..input.input_ids.len()]
+                        .iter()
+                        .map(|&p| p as usize)
+                        .collect(),
+                    Head::Sequence => vec![row[0] as usize],
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A copy of every parameter (for keeping the best epoch).
+    pub fn snapshot(&self) -> Vec<Tensor> {
+        self.optimizer
+            .flat
+            .params
+            .iter()
+            .map(|p| p.detach().copy())
+            .collect()
+    }
+
+    pub fn restore(&mut self, saved: &[Tensor]) {
+        tch::no_grad(|| {
+            for (p, s) in self.optimizer.flat.params.iter().zip(saved) {
+                let mut p = p.shallow_clone();
+                p.copy_(s);
+            }
+        });
+    }
+}
+
+fn labelled(input: &Input) -> usize {
+    input.targets.iter().filter(|&&t| t != IGNORED).count()
+}
+
+/// Summed cross-entropy over the labelled positions (fp32).
+fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let classes = *logits.size().last().expect("logits have a class dimension");
+    logits
+        .view([-1, classes])
+        .to_kind(Kind::Float)
+        .cross_entropy_loss::<Tensor>(&targets.view([-1]), None, tch::Reduction::Sum, IGNORED, 0.0)
+}

@@ -1,0 +1,307 @@
+//! `biobert finetune`: its metrics against seqeval and scikit-learn to the last digit, a
+//! CPU fine-tuning of all-MiniLM-L6-v2 on a slice of NCBI-disease and of GAD, and bad input.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+use biobert::data::rng::Rng;
+use biobert::finetune::{class_metrics, entity_metrics};
+use common::*;
+
+fn recheck(cases: &serde_json::Value) -> serde_json::Value {
+    let mut child = std::process::Command::new(venv_python())
+        .arg(workspace().join("tests/fixtures/recheck_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cases.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "recheck_metrics.py failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Tagged sentences.
+type Tagged = Vec<Vec<String>>;
+
+fn tags(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+/// Random tag sequences over a tag set, from a keyed stream.
+fn random_tags(rng: &mut Rng, set: &[&str], sentences: usize) -> Vec<Vec<String>> {
+    (0..sentences)
+        .map(|_| {
+            let n = rng.randint(1, 12) as usize;
+            (0..n)
+                .map(|_| set[rng.randint(0, set.len() as i64 - 1) as usize].to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Entity-level scores equal seqeval's on the edge cases (an I- without a B-, entities at
+/// sentence ends, typed labels, type changes inside a span, nothing predicted) and on
+/// random sequences; classification scores equal scikit-learn's, binary and multi-class.
+#[test]
+fn metrics_equal_seqeval_and_scikit_learn_to_the_last_digit() {
+    let mut ner: Vec<(Tagged, Tagged)> = vec![
+        (vec![tags("I I O B")], vec![tags("B I O B")]),
+        (
+            vec![tags("O B I"), tags("B")],
+            vec![tags("O B I"), tags("I")],
+        ),
+        (
+            vec![tags("B-Disease I-Disease O B-Chemical")],
+            vec![tags("B-Disease I-Chemical O B-Chemical")],
+        ),
+        (vec![tags("O O O")], vec![tags("O O O")]),
+        (vec![tags("B I I")], vec![tags("O O O")]),
+        (
+            vec![tags("I-A B-A I-B O I-B")],
+            vec![tags("I-A I-A I-B O B-B")],
+        ),
+    ];
+    let mut rng = Rng::for_keys(&[2026, 11, 25]);
+    for k in 0..40 {
+        let set: &[&str] = if k % 2 == 0 {
+            &["O", "O", "B", "I"]
+        } else {
+            &["O", "B-A", "I-A", "B-B", "I-B"]
+        };
+        let gold = random_tags(&mut rng, set, 20);
+        let mut pred = gold.clone();
+        for s in pred.iter_mut() {
+            for t in s.iter_mut() {
+                if rng.uniform() < 0.3 {
+                    *t = set[rng.randint(0, set.len() as i64 - 1) as usize].to_string();
+                }
+            }
+        }
+        ner.push((gold, pred));
+    }
+    let mut cls: Vec<(Vec<usize>, Vec<usize>, Option<usize>)> = vec![
+        (vec![1, 1, 0, 0, 1], vec![1, 0, 1, 0, 1], Some(1)),
+        (vec![0, 0, 0], vec![0, 0, 0], Some(1)),
+        (vec![1, 1], vec![0, 0], Some(1)),
+    ];
+    for k in 0..30 {
+        let classes = if k % 2 == 0 { 2 } else { 13 };
+        let n = rng.randint(5, 300) as usize;
+        let gold: Vec<usize> = (0..n)
+            .map(|_| rng.randint(0, classes - 1) as usize)
+            .collect();
+        let pred: Vec<usize> = gold
+            .iter()
+            .map(|&g| {
+                if rng.uniform() < 0.4 {
+                    rng.randint(0, classes - 1) as usize
+                } else {
+                    g
+                }
+            })
+            .collect();
+        cls.push((gold, pred, (classes == 2).then_some(1)));
+    }
+    let cases = serde_json::json!({
+        "ner": ner.iter().map(|(g, p)| serde_json::json!({"gold": g, "pred": p})).collect::<Vec<_>>(),
+        "cls": cls.iter().map(|(g, p, pos)| serde_json::json!({"gold": g, "pred": p, "positive": pos})).collect::<Vec<_>>(),
+    });
+    let reference = recheck(&cases);
+    for (k, (g, p)) in ner.iter().enumerate() {
+        let ours = entity_metrics::score(g, p);
+        let theirs = &reference["ner"][k];
+        let f = |key: &str| theirs[key].as_f64().unwrap();
+        assert_eq!(
+            (ours.precision, ours.recall, ours.f1, ours.token_accuracy),
+            (f("precision"), f("recall"), f("f1"), f("token_accuracy")),
+            "NER case {k}: {g:?} / {p:?}"
+        );
+    }
+    for (k, (g, p, pos)) in cls.iter().enumerate() {
+        let ours = class_metrics::score(g, p, *pos);
+        let theirs = &reference["cls"][k];
+        let f = |key: &str| theirs[key].as_f64().unwrap();
+        assert_eq!(
+            (ours.accuracy, ours.micro_f1, ours.macro_f1),
+            (f("accuracy"), f("micro_f1"), f("macro_f1")),
+            "classification case {k}"
+        );
+        if pos.is_some() {
+            assert_eq!(
+                (ours.precision, ours.recall, ours.f1),
+                (Some(f("precision")), Some(f("recall")), Some(f("f1"))),
+                "binary case {k}"
+            );
+        }
+    }
+}
+
+fn finetune(task: &str, data: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = biobert();
+    cmd.args(["finetune", task, "--model"])
+        .arg(minilm_dir())
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    cmd
+}
+
+/// The predictions file in conlleval's layout, read back by sentence.
+fn conll(path: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut gold, mut pred) = (Vec::new(), Vec::new());
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let rows: Vec<Vec<&str>> = block.lines().map(|l| l.split(' ').collect()).collect();
+        gold.push(rows.iter().map(|r| r[1].to_string()).collect());
+        pred.push(rows.iter().map(|r| r[2].to_string()).collect());
+    }
+    (gold, pred)
+}
+
+/// MiniLM on 400 sentences of NCBI-disease for 3 epochs on the CPU: the test F1 rises
+/// well above the all-O baseline (0), every test word gets a prediction, the metrics
+/// equal seqeval's on the written predictions, and the Hugging Face folder names its labels.
+#[test]
+fn ner_on_a_slice_of_ncbi_disease_learns_and_writes_what_it_says() {
+    let data = shared_data().join("finetune/ner/NCBI-disease");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ncbi");
+    run_ok(&mut finetune(
+        "ner",
+        &data,
+        &out,
+        &[
+            "--limit-train",
+            "400",
+            "--limit-eval",
+            "200",
+            "--set",
+            "epochs=3",
+            "--set",
+            "max_seq_len=128",
+            "--set",
+            "learning_rate=1e-4",
+        ],
+    ));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let f1 = metrics["test"]["f1"].as_f64().unwrap();
+    assert!(f1 > 0.1, "test F1 {f1}");
+    let (gold, pred) = conll(&out.join("predictions_test.txt"));
+    assert_eq!(gold.len(), 200);
+    let words: usize = gold.iter().map(Vec::len).sum();
+    assert_eq!(words, pred.iter().map(Vec::len).sum::<usize>());
+    let reference = recheck(&serde_json::json!({"ner": [{"gold": gold, "pred": pred}], "cls": []}));
+    assert_eq!(reference["ner"][0]["f1"].as_f64().unwrap(), f1);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "BertForTokenClassification");
+    assert_eq!(config["id2label"]["0"], "O");
+    assert_eq!(config["label2id"]["B"], 1);
+    for f in ["model.safetensors", "vocab.txt", "tokenizer_config.json"] {
+        assert!(out.join("model").join(f).is_file(), "{f}");
+    }
+}
+
+/// GAD (BioBERT's RE layout, no development file): binary scores of the positive class,
+/// the last epoch kept, predictions for every test sentence.
+#[test]
+fn re_on_a_slice_of_gad_scores_the_positive_class() {
+    let data = shared_data().join("finetune/re/GAD/1");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("gad");
+    run_ok(&mut finetune(
+        "re",
+        &data,
+        &out,
+        &[
+            "--limit-train",
+            "300",
+            "--limit-eval",
+            "100",
+            "--set",
+            "epochs=1",
+        ],
+    ));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(metrics["dev"].is_null());
+    assert!(metrics["selection"]
+        .as_str()
+        .unwrap()
+        .starts_with("last epoch"));
+    for key in ["precision", "recall", "f1", "micro_f1", "macro_f1"] {
+        assert!(metrics["test"][key].is_f64(), "{key}: {metrics}");
+    }
+    let lines = std::fs::read_to_string(out.join("predictions_test.txt")).unwrap();
+    assert_eq!(lines.lines().count(), 101);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+}
+
+/// Bad input stops with the file, the line and what was expected, and leaves no --out.
+#[test]
+fn bad_input_names_the_line_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("ner");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("train.tsv"), "Fever\tB\nof\tO\n\n").unwrap();
+    std::fs::write(data.join("test.tsv"), "Fever\tB\nrash\tI-Symptom\n\n").unwrap();
+    let out = tmp.path().join("out");
+    let result = finetune("ner", &data, &out, &["--set", "epochs=1"])
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let err = stderr(&result);
+    assert!(
+        err.contains(
+            "test.tsv: sentence 1 has the label \"I-Symptom\", which the training file never uses"
+        ),
+        "{err}"
+    );
+    assert!(!out.exists());
+    std::fs::write(data.join("test.tsv"), "Fever B\n").unwrap();
+    let result = finetune("ner", &data, &out, &["--set", "epochs=1"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&result).contains("test.tsv:1: expected token<TAB>label"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!out.exists());
+    // An existing, non-empty --out is never written into.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("mine.txt"), "keep").unwrap();
+    std::fs::write(data.join("test.tsv"), "Fever\tB\n\n").unwrap();
+    let result = finetune("ner", &data, &out, &["--set", "epochs=1"])
+        .output()
+        .unwrap();
+    assert!(stderr(&result).contains("not empty"), "{}", stderr(&result));
+    assert_eq!(
+        std::fs::read_to_string(out.join("mine.txt")).unwrap(),
+        "keep"
+    );
+    let re = tmp.path().join("re");
+    std::fs::create_dir_all(&re).unwrap();
+    let result = finetune("re", &re, &out, &[]).output().unwrap();
+    assert!(
+        stderr(&result).contains("neither train.tsv"),
+        "{}",
+        stderr(&result)
+    );
+}
