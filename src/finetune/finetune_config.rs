@@ -126,3 +126,23 @@ impl FinetuneConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_load_and_bad_values_are_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let ner = FinetuneConfig::load(&dir.join("finetune_ner.toml"), &[]).unwrap();
+        assert_eq!((ner.max_seq_len, ner.batch_size, ner.epochs), (192, 32, 30));
+        let re = FinetuneConfig::load(&dir.join("finetune_re.toml"), &["epochs=5".into()]).unwrap();
+        assert_eq!((re.max_seq_len, re.epochs), (128, 5));
+        let err = FinetuneConfig::load(&dir.join("finetune_re.toml"), &["learning_rate=-1".into()])
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("learning_rate"), "{err:#}");
+        assert!(FinetuneConfig::load(&dir.join("finetune_re.toml"), &["epoch=5".into()]).is_err());
+        let schedule = re.optimizer(100, 8);
+        assert_eq!((schedule.max_steps, schedule.warmup_steps), (100, 0));
+    }
+}

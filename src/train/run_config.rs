@@ -559,7 +559,10 @@ mod shipped_configs {
         let mut count = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
+            let finetune = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("finetune_"));
+            if path.extension().is_some_and(|e| e == "toml") && !finetune {
                 RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                 count += 1;
             }
