@@ -305,3 +305,66 @@ fn bad_input_names_the_line_and_leaves_nothing() {
         stderr(&result)
     );
 }
+
+/// A run stopped after its first epoch continues with `--resume auto` and ends where the
+/// uninterrupted run ends: the same predictions for every test word, the same scores.
+/// Without `--resume` the checkpoint's folder is refused; a finished run has nothing to
+/// resume.
+#[test]
+fn a_stopped_run_resumes_to_the_uninterrupted_result() {
+    let data = shared_data().join("finetune/ner/NCBI-disease");
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--limit-train",
+        "64",
+        "--limit-eval",
+        "40",
+        "--set",
+        "epochs=2",
+        "--set",
+        "max_seq_len=64",
+    ];
+    let whole = tmp.path().join("whole");
+    run_ok(&mut finetune("ner", &data, &whole, &args));
+    let split = tmp.path().join("split");
+    let stopped = finetune("ner", &data, &split, &args)
+        .env("BIOBERT_FAIL_AFTER_EPOCH", "1")
+        .output()
+        .unwrap();
+    assert!(!stopped.status.success());
+    assert!(
+        stderr(&stopped).contains("--resume auto continues"),
+        "{}",
+        stderr(&stopped)
+    );
+    assert!(split.join("checkpoints/epoch_0001/state.json").is_file());
+    let refused = finetune("ner", &data, &split, &args).output().unwrap();
+    assert!(
+        stderr(&refused).contains("add --resume auto"),
+        "{}",
+        stderr(&refused)
+    );
+    let resumed = run_ok(finetune("ner", &data, &split, &args).args(["--resume", "auto"]));
+    assert!(
+        stdout(&resumed).contains("resume: after epoch 1 of 2"),
+        "{}",
+        stdout(&resumed)
+    );
+    let read = |dir: &Path, f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    assert_eq!(
+        read(&whole, "predictions_test.txt"),
+        read(&split, "predictions_test.txt")
+    );
+    let test = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&read(dir, "metrics.json")).unwrap()["test"]
+            .clone()
+    };
+    assert_eq!(test(&whole), test(&split));
+    assert!(!split.join("checkpoints").exists());
+    let again = finetune("ner", &data, &split, &args)
+        .args(["--resume", "auto"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+}

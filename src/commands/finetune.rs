@@ -20,6 +20,7 @@ use crate::commands::export::{follow_latest, lowercase_setting};
 use crate::finetune::class_metrics;
 use crate::finetune::classifier::{self, Classifier, Head};
 use crate::finetune::entity_metrics;
+use crate::finetune::finetune_checkpoint::{self, FinetuneState};
 use crate::finetune::finetune_config::FinetuneConfig;
 use crate::finetune::ner_data::{self, TaggedSentence, Window, IGNORED};
 use crate::finetune::re_data::{self, Format};
@@ -76,6 +77,10 @@ pub struct CommonArgs {
     /// Use only the first N development and test sequences.
     #[arg(long)]
     pub limit_eval: Option<usize>,
+    /// `auto`: continue from the newest checkpoint in --out (a fresh start where there is
+    /// none).
+    #[arg(long)]
+    pub resume: Option<String>,
 }
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
@@ -323,19 +328,47 @@ fn conll_lines(sentences: &[TaggedSentence], tags: &[Vec<String>]) -> Vec<String
 fn run_task(dist: &Distributed, common: &CommonArgs, task: TaskData) -> Result<()> {
     let config = load_config(common, task.defaults)?;
     let model_dir = model_folder(&common.model)?;
-    prepare_out(&common.out, dist.is_root())?;
-    let result = train_and_write(dist, common, &task, &config, &model_dir);
-    if result.is_err() && dist.is_root() {
-        // Nothing half written: the folder was new or empty, so all in it is ours.
-        let _ = std::fs::remove_dir_all(&common.out);
+    let resume = match common.resume.as_deref() {
+        None => None,
+        Some("auto") => finetune_checkpoint::latest(&common.out),
+        Some(other) => bail!("--resume {other}: expected auto"),
+    };
+    match &resume {
+        Some(_) if common.out.join("metrics.json").exists() => bail!(
+            "{}: this run is finished (metrics.json is there); nothing to resume",
+            common.out.display()
+        ),
+        Some(_) => {}
+        None => prepare_out(&common.out, dist.is_root())?,
     }
-    result
+    let result = train_and_write(dist, common, &task, &config, &model_dir, resume.as_deref());
+    match result {
+        Err(e) if dist.is_root() && finetune_checkpoint::latest(&common.out).is_some() => Err(e
+            .context(format!(
+                "checkpoints kept in {}: --resume auto continues",
+                common.out.display()
+            ))),
+        Err(e) => {
+            if dist.is_root() {
+                // Nothing half written: the folder was new or empty, so all in it is ours.
+                let _ = std::fs::remove_dir_all(&common.out);
+            }
+            Err(e)
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// `--out` must be new or empty: nothing there is overwritten.
 fn prepare_out(out: &Path, root: bool) -> Result<()> {
     if let Ok(mut entries) = std::fs::read_dir(out) {
         if entries.next().is_some() {
+            if finetune_checkpoint::latest(out).is_some() {
+                bail!(
+                    "{}: holds a fine-tuning checkpoint; add --resume auto to continue, or choose a new folder for --out",
+                    out.display()
+                );
+            }
             bail!(
                 "{}: not empty; choose a new folder for --out",
                 out.display()
@@ -355,6 +388,7 @@ fn train_and_write(
     task: &TaskData,
     config: &FinetuneConfig,
     model_dir: &Path,
+    resume: Option<&Path>,
 ) -> Result<()> {
     let threads = crate::runtime::thread_budget::apply(dist.local_size, config.threads);
     let choice = device_selection::select(&config.device, dist.local_rank)?;
@@ -408,15 +442,37 @@ fn train_and_write(
     let total_steps = trainer.steps_per_epoch * config.epochs;
     let (mut best, mut best_f1, mut best_epoch) = (None, f64::NEG_INFINITY, config.epochs);
     let select = config.select_on_dev && task.dev.is_some();
-    for epoch in 0..config.epochs {
+    let mut first_epoch = 0;
+    if let Some(dir) = resume {
+        let saved = finetune_checkpoint::load(dir)?;
+        finetune_checkpoint::check_same_run(&saved.state, task.name, &task.labels, config, dir)?;
+        trainer.restore(&saved.parameters.into_iter().collect::<Vec<_>>())?;
+        trainer.load_optimizer_state(saved.optimizer, saved.state.step)?;
+        best = saved.best.map(|b| b.into_iter().collect::<Vec<_>>());
+        best_f1 = saved.state.best_f1.unwrap_or(f64::NEG_INFINITY);
+        best_epoch = saved.state.best_epoch;
+        first_epoch = saved.state.epoch;
+        if dist.is_root() {
+            println!(
+                "resume: after epoch {first_epoch} of {} from {}",
+                config.epochs,
+                dir.display()
+            );
+        }
+    }
+    let steps_at_start = trainer.step;
+    for epoch in first_epoch..config.epochs {
         let loss = trainer.epoch(&task.train, epoch, |step, loss| {
             if let Some(w) = writer.as_mut() {
                 w.add_scalar("train/loss", loss as f32, step as usize);
             }
         })?;
+        // The development set is scored each epoch only to choose one.
         let dev = match &task.dev {
-            Some(split) => Some(evaluate(&trainer, split, &task.labels, task.positive)?.1),
-            None => None,
+            Some(split) if select => {
+                Some(evaluate(&trainer, split, &task.labels, task.positive)?.1)
+            }
+            _ => None,
         };
         let improved = dev.is_some_and(|f| f > best_f1);
         if select && improved {
@@ -431,8 +487,25 @@ fn train_and_write(
             w.flush();
         }
         if dist.is_root() {
+            let state = FinetuneState {
+                task: task.name.to_string(),
+                epoch: epoch + 1,
+                step: trainer.step,
+                best_f1: best_f1.is_finite().then_some(best_f1),
+                best_epoch,
+                labels: task.labels.clone(),
+                config: config.clone(),
+            };
+            finetune_checkpoint::save(
+                &common.out,
+                &state,
+                &trainer.snapshot(),
+                &trainer.optimizer_state(),
+                best.as_deref(),
+            )?;
             let elapsed = started.elapsed().as_secs_f64();
-            let left = elapsed / trainer.step.max(1) as f64 * (total_steps - trainer.step) as f64;
+            let done = (trainer.step - steps_at_start).max(1) as f64;
+            let left = elapsed / done * (total_steps - trainer.step) as f64;
             println!(
                 "epoch {}/{}: loss {loss:.4}{} | {:.0} s, ETA {}",
                 epoch + 1,
@@ -446,9 +519,11 @@ fn train_and_write(
                 clock(left)
             );
         }
+        dist.barrier();
+        injected_failure(epoch + 1)?;
     }
     if let Some(saved) = &best {
-        trainer.restore(saved);
+        trainer.restore(saved)?;
     }
     let train_seconds = started.elapsed().as_secs_f64();
     if dist.is_root() {
@@ -529,11 +604,22 @@ fn write_outputs(
         serde_json::to_string_pretty(&metrics)? + "\n",
     )?;
     std::fs::write(out.join("config.toml"), toml::to_string(config)?)?;
+    // The run is complete: its model is in model/, the per-epoch checkpoints go.
+    let _ = std::fs::remove_dir_all(out.join("checkpoints"));
     println!(
         "test: F1 {test_f1:.4} (epoch {best_epoch}); metrics, predictions and the model ({}) in {}",
         task.head.architecture(),
         out.display()
     );
+    Ok(())
+}
+
+/// `BIOBERT_FAIL_AFTER_EPOCH=N` fails the run once epoch N's checkpoint is written: a
+/// fault injection for testing `--resume auto`.
+fn injected_failure(epoch: u64) -> Result<()> {
+    if std::env::var("BIOBERT_FAIL_AFTER_EPOCH").is_ok_and(|v| v == epoch.to_string()) {
+        bail!("injected failure after epoch {epoch} (BIOBERT_FAIL_AFTER_EPOCH)");
+    }
     Ok(())
 }
 

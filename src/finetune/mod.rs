@@ -4,6 +4,7 @@
 pub mod class_metrics;
 pub mod classifier;
 pub mod entity_metrics;
+pub mod finetune_checkpoint;
 pub mod finetune_config;
 pub mod ner_data;
 pub mod re_data;

