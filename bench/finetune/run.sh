@@ -10,7 +10,9 @@
 #   bench/finetune/run.sh [NER_EPOCHS] [RE_EPOCHS]      (default 2 and 1: CPU-sized)
 #
 # Environment: BENCH_VENV (a venv for transformers and the full torch wheel; default
-# bench/.venv, created and filled here), BENCH_WORK (default out/bench-finetune).
+# bench/.venv, created and filled here), BENCH_WORK (default out/bench-finetune),
+# FINETUNE_SET (space-separated key=value settings for biobert's runs, e.g.
+# group_by_length=false).
 # Prints a table: test F1, wall time, peak memory (max RSS), and the speed ratio.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -32,6 +34,8 @@ DATA=$(cd "$ROOT/.." && pwd)/shared/data/finetune
 NCBI=$DATA/ner/NCBI-disease
 GAD=$DATA/re/GAD/1
 THREADS=$(nproc)
+EXTRA=()
+for kv in ${FINETUNE_SET:-}; do EXTRA+=(--set "$kv"); done
 export OMP_NUM_THREADS=$THREADS
 rm -rf "$WORK" && mkdir -p "$WORK"
 
@@ -45,11 +49,11 @@ measure() { # name, command...: runs it under /usr/bin/time; the log keeps its o
 }
 
 measure biobert-ner "$ROOT/target/release/biobert" finetune ner --model "$MODEL" --data "$NCBI" \
-  --out "$WORK/biobert-ner" --set epochs="$NER_EPOCHS" --set select_on_dev=false
+  --out "$WORK/biobert-ner" --set epochs="$NER_EPOCHS" --set select_on_dev=false ${EXTRA[@]+"${EXTRA[@]}"}
 measure hf-ner "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py ner "$MODEL" "$NCBI" \
   --epochs "$NER_EPOCHS" --max-len 192 --work "$WORK/hf-ner"
 measure biobert-re "$ROOT/target/release/biobert" finetune re --model "$MODEL" --data "$GAD" \
-  --out "$WORK/biobert-re" --set epochs="$RE_EPOCHS" --set select_on_dev=false
+  --out "$WORK/biobert-re" --set epochs="$RE_EPOCHS" --set select_on_dev=false ${EXTRA[@]+"${EXTRA[@]}"}
 measure hf-re "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py re "$MODEL" "$GAD" \
   --epochs "$RE_EPOCHS" --max-len 128 --work "$WORK/hf-re"
 measure reload "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py check-ner \

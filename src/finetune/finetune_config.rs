@@ -28,6 +28,10 @@ pub struct FinetuneConfig {
     pub eval_batch_size: usize,
     /// Keep the epoch with the best development F1 (when the set has a development file).
     pub select_on_dev: bool,
+    /// Batches of similar lengths (sorted inside groups of 50 batches, the batches then
+    /// shuffled): less padding, the same epochs and batch size.
+    #[serde(default)]
+    pub group_by_length: bool,
     /// "auto" (bf16 products on GPUs, fp32 on CPUs), "fp32" or "bf16".
     pub precision: String,
     /// "auto", "cuda" or "cpu", as in pretraining.
