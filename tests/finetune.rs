@@ -368,3 +368,43 @@ fn a_stopped_run_resumes_to_the_uninterrupted_result() {
     assert!(!again.status.success());
     assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
 }
+
+/// Under mpirun the global batch is split between the ranks and their gradients summed:
+/// two ranks fine-tune together, rank 0 alone writes the outputs, and the scores are
+/// those of a model that learned (the training loss falls from its first step).
+#[test]
+fn two_ranks_fine_tune_together() {
+    let data = shared_data().join("finetune/re/GAD/1");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("gad");
+    let result = run_ok(
+        mpirun(2)
+            .arg(biobert_path())
+            .args(["finetune", "re", "--model"])
+            .arg(minilm_dir())
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--limit-train",
+                "128",
+                "--limit-eval",
+                "40",
+                "--set",
+                "epochs=2",
+            ]),
+    );
+    let text = stdout(&result);
+    assert!(text.contains("2 rank(s)"), "{text}");
+    assert_eq!(text.matches("test: F1 ").count(), 1, "{text}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(metrics["test"]["f1"].is_f64(), "{metrics}");
+    let losses: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("loss ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(losses.len(), 2, "{text}");
+    assert!(losses[1] < losses[0], "epoch losses {losses:?}");
+}
