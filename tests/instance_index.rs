@@ -78,7 +78,9 @@ fn the_index_holds_the_reference_instances_in_the_reference_order() {
         let tmp = tempfile::tempdir().unwrap();
         let store = open_store(&corpus, tmp.path(), &d);
         for epoch in 0..3 {
-            let (index, report) = store.epoch(Part::Train, epoch, &pool(threads)).unwrap();
+            let (index, report) = store
+                .epoch(Part::Train, epoch, || Ok(pool(threads)))
+                .unwrap();
             assert!(report.is_some(), "built here");
             let reference = instances::epoch_instances(&corpus, &train, &config, epoch);
             assert!(reference.len() > 1000);
@@ -88,7 +90,7 @@ fn the_index_holds_the_reference_instances_in_the_reference_order() {
             }
             assert_eq!(store.epoch_size(epoch), Some(reference.len() as u64));
         }
-        let (index, _) = store.epoch(Part::Heldout, 0, &pool(threads)).unwrap();
+        let (index, _) = store.epoch(Part::Heldout, 0, || Ok(pool(threads))).unwrap();
         let reference = instances::epoch_instances(&corpus, &heldout, &config, u64::MAX);
         assert_eq!(index.len(), reference.len() as u64);
         for (i, r) in reference.iter().enumerate() {
@@ -147,13 +149,13 @@ fn resuming_in_a_later_epoch_reads_one_index() {
     let sha = file_sha256(&corpus.dir.join("manifest.json")).unwrap();
     let store = open_store(&corpus, tmp.path(), &d);
     let sizes: Vec<u64> = (0..3)
-        .map(|e| store.epoch(Part::Train, e, &pool(2)).unwrap().0.len())
+        .map(|e| store.epoch(Part::Train, e, || Ok(pool(2))).unwrap().0.len())
         .collect();
     for e in 0..3 {
         std::fs::remove_file(store.path(Part::Train, e)).unwrap();
     }
     // Epoch 2's index comes back from the cache (here: rebuilt once, then reused).
-    store.epoch(Part::Train, 2, &pool(2)).unwrap();
+    store.epoch(Part::Train, 2, || Ok(pool(2))).unwrap();
     let (mut sampler, _) = data_loader::samplers(&corpus, &sha, &d, tmp.path()).unwrap();
     sampler.prepare(sizes[0] + sizes[1] + 7).unwrap();
     assert!(!store.path(Part::Train, 0).exists());
@@ -178,11 +180,15 @@ fn changed_settings_never_reuse_an_index_and_damage_is_named() {
     masking.masked_lm_prob = 0.2;
     assert_eq!(open_store(&corpus, tmp.path(), &masking).dir, a.dir);
 
-    a.epoch(Part::Train, 0, &pool(1)).unwrap();
-    b.epoch(Part::Train, 0, &pool(1)).unwrap();
+    a.epoch(Part::Train, 0, || Ok(pool(1))).unwrap();
+    b.epoch(Part::Train, 0, || Ok(pool(1))).unwrap();
     // b's file put where a's belongs.
     std::fs::copy(b.path(Part::Train, 0), a.path(Part::Train, 0)).unwrap();
-    let err = a.epoch(Part::Train, 0, &pool(1)).err().unwrap().to_string();
+    let err = a
+        .epoch(Part::Train, 0, || Ok(pool(1)))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("train-epoch-000000.idx") && err.contains("another key"),
         "{err}"
@@ -190,7 +196,11 @@ fn changed_settings_never_reuse_an_index_and_damage_is_named() {
     // A truncated file.
     let bytes = std::fs::read(b.path(Part::Train, 0)).unwrap();
     std::fs::write(b.path(Part::Train, 0), &bytes[..bytes.len() - 5]).unwrap();
-    let err = b.epoch(Part::Train, 0, &pool(1)).err().unwrap().to_string();
+    let err = b
+        .epoch(Part::Train, 0, || Ok(pool(1)))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("length does not match"), "{err}");
 
     std::fs::write(a.dir.join("key.txt"), "format = something else\n").unwrap();
@@ -223,7 +233,7 @@ fn one_builder_the_others_wait() {
             .iter()
             .map(|store| {
                 s.spawn(move || {
-                    let (index, report) = store.epoch(Part::Train, 0, &pool(1)).unwrap();
+                    let (index, report) = store.epoch(Part::Train, 0, || Ok(pool(1))).unwrap();
                     assert!(!index.is_empty());
                     report.is_some()
                 })

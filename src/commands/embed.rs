@@ -167,7 +167,8 @@ fn read_sentences(path: &Path) -> Result<Vec<String>> {
 }
 
 /// `[CLS]` word pieces `[SEP]`, truncated to `max_len`.
-fn encode(
+/// [CLS] pieces [SEP], the pieces cut to fit `max_len`.
+pub fn encode(
     tokenizer: &WordPieceTokenizer,
     sentence: &str,
     max_len: usize,

@@ -161,7 +161,8 @@ pub fn write_tokenizer_files(
     )
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+/// Writes JSON under a temporary name, then renames it into place.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(value)? + "\n")
         .with_context(|| format!("writing {}", tmp.display()))?;

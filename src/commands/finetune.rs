@@ -16,7 +16,8 @@ use tch::nn::VarStore;
 use tch::Device;
 use tensorboard_rs::summary_writer::SummaryWriter;
 
-use crate::commands::export::{follow_latest, lowercase_setting};
+use crate::commands::embed;
+use crate::commands::export::{follow_latest, lowercase_setting, write_json};
 use crate::finetune::class_metrics;
 use crate::finetune::classifier::{self, Classifier, Head};
 use crate::finetune::entity_metrics;
@@ -85,8 +86,19 @@ pub struct CommonArgs {
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
     Distributed::run_job(|dist| match &args.task {
-        Task::Ner(common) => run_task(dist, common, TaskData::ner(common)?),
-        Task::Re { common, format } => run_task(dist, common, TaskData::re(common, *format)?),
+        Task::Ner(common) => {
+            let config = load_config(common, NER_DEFAULTS)?;
+            run_task(dist, common, &config, TaskData::ner(common, &config)?)
+        }
+        Task::Re { common, format } => {
+            let config = load_config(common, RE_DEFAULTS)?;
+            run_task(
+                dist,
+                common,
+                &config,
+                TaskData::re(common, &config, *format)?,
+            )
+        }
     })
 }
 
@@ -94,7 +106,6 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
 struct TaskData {
     head: Head,
     name: &'static str,
-    defaults: &'static str,
     labels: Vec<String>,
     train: Vec<Input>,
     dev: Option<Split>,
@@ -139,15 +150,11 @@ fn limit<T>(mut v: Vec<T>, n: Option<usize>) -> Vec<T> {
     v
 }
 
-fn max_len(common: &CommonArgs, defaults: &str) -> Result<usize> {
-    Ok(load_config(common, defaults)?.max_seq_len)
-}
-
 impl TaskData {
-    fn ner(common: &CommonArgs) -> Result<TaskData> {
+    fn ner(common: &CommonArgs, config: &FinetuneConfig) -> Result<TaskData> {
         let model = model_folder(&common.model)?;
         let tokenizer = tokenizer(&model)?;
-        let max_len = max_len(common, NER_DEFAULTS)?;
+        let max_len = config.max_seq_len;
         let path = |n: &str| common.data.join(n);
         let train = limit(ner_data::read(&path("train.tsv"))?, common.limit_train);
         let labels = ner_data::label_set(&train);
@@ -175,7 +182,6 @@ impl TaskData {
         Ok(TaskData {
             head: Head::Token,
             name: "ner",
-            defaults: NER_DEFAULTS,
             test: split(path("test.tsv"))?,
             dev,
             train: train_inputs,
@@ -184,10 +190,14 @@ impl TaskData {
         })
     }
 
-    fn re(common: &CommonArgs, format: Option<Format>) -> Result<TaskData> {
+    fn re(
+        common: &CommonArgs,
+        config: &FinetuneConfig,
+        format: Option<Format>,
+    ) -> Result<TaskData> {
         let model = model_folder(&common.model)?;
         let tokenizer = tokenizer(&model)?;
-        let max_len = max_len(common, RE_DEFAULTS)?;
+        let max_len = config.max_seq_len;
         let format = match format {
             Some(f) => f,
             None => re_data::detect(&common.data)?,
@@ -195,13 +205,21 @@ impl TaskData {
         let (train_path, dev_path, test_path) = re_data::files(&common.data, format);
         let train = limit(re_data::read(&train_path, format)?, common.limit_train);
         let labels = re_data::label_set(&train);
+        let special = |t: &str| {
+            tokenizer
+                .token_id(t)
+                .map(i64::from)
+                .with_context(|| format!("the vocabulary has no {t}"))
+        };
+        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        // [CLS] pieces [SEP], the pieces cut to fit (as BioBERT's scripts truncate).
         let encode = |examples: &[re_data::Example], gold: &[usize]| -> Result<Vec<Input>> {
             examples
                 .iter()
                 .zip(gold)
                 .map(|(e, &g)| {
                     Ok(Input {
-                        input_ids: sentence_ids(&tokenizer, &e.text, max_len)?,
+                        input_ids: embed::encode(&tokenizer, &e.text, max_len, cls, sep)?,
                         targets: vec![g as i64],
                     })
                 })
@@ -220,7 +238,6 @@ impl TaskData {
         Ok(TaskData {
             head: Head::Sequence,
             name: "re",
-            defaults: RE_DEFAULTS,
             train: encode(&train, &train_gold)?,
             dev: dev_path.map(split).transpose()?,
             test: split(test_path)?,
@@ -235,22 +252,6 @@ fn window_input(w: &Window) -> Input {
         input_ids: w.input_ids.clone(),
         targets: w.labels.clone(),
     }
-}
-
-/// [CLS] pieces [SEP], the pieces cut to fit `max_len` (as BioBERT's scripts truncate).
-fn sentence_ids(tokenizer: &WordPieceTokenizer, text: &str, max_len: usize) -> Result<Vec<i64>> {
-    let id = |t: &str| {
-        tokenizer
-            .token_id(t)
-            .map(i64::from)
-            .with_context(|| format!("the vocabulary has no {t}"))
-    };
-    let mut pieces: Vec<i64> = tokenizer.encode(text)?.into_iter().map(i64::from).collect();
-    pieces.truncate(max_len - 2);
-    let mut ids = vec![id("[CLS]")?];
-    ids.extend(pieces);
-    ids.push(id("[SEP]")?);
-    Ok(ids)
 }
 
 fn load_config(common: &CommonArgs, defaults: &str) -> Result<FinetuneConfig> {
@@ -325,8 +326,12 @@ fn conll_lines(sentences: &[TaggedSentence], tags: &[Vec<String>]) -> Vec<String
     lines
 }
 
-fn run_task(dist: &Distributed, common: &CommonArgs, task: TaskData) -> Result<()> {
-    let config = load_config(common, task.defaults)?;
+fn run_task(
+    dist: &Distributed,
+    common: &CommonArgs,
+    config: &FinetuneConfig,
+    task: TaskData,
+) -> Result<()> {
     let model_dir = model_folder(&common.model)?;
     let resume = match common.resume.as_deref() {
         None => None,
@@ -341,7 +346,7 @@ fn run_task(dist: &Distributed, common: &CommonArgs, task: TaskData) -> Result<(
         Some(_) => {}
         None => prepare_out(&common.out, dist.is_root())?,
     }
-    let result = train_and_write(dist, common, &task, &config, &model_dir, resume.as_deref());
+    let result = train_and_write(dist, common, &task, config, &model_dir, resume.as_deref());
     match result {
         Err(e) if dist.is_root() && finetune_checkpoint::latest(&common.out).is_some() => Err(e
             .context(format!(
@@ -599,10 +604,7 @@ fn write_outputs(
         "dev": dev,
         "test": test,
     });
-    std::fs::write(
-        out.join("metrics.json"),
-        serde_json::to_string_pretty(&metrics)? + "\n",
-    )?;
+    write_json(&out.join("metrics.json"), &metrics)?;
     std::fs::write(out.join("config.toml"), toml::to_string(config)?)?;
     // The run is complete: its model is in model/, the per-epoch checkpoints go.
     let _ = std::fs::remove_dir_all(out.join("checkpoints"));

@@ -162,8 +162,10 @@ impl Sampler {
         if self.current.as_ref().is_some_and(|(e, _)| *e == epoch) {
             return Ok(());
         }
-        let pool = thread_budget::index_pool(true, self.index_threads)?;
-        let (index, report) = self.store.epoch(self.part, epoch, &pool)?;
+        let threads = self.index_threads;
+        let (index, report) = self.store.epoch(self.part, epoch, || {
+            thread_budget::index_pool(true, threads)
+        })?;
         if let Some(r) = report {
             println!("{}", build_line(&self.store, self.part, epoch, &r, ""));
         }

@@ -176,16 +176,17 @@ impl IndexStore {
     }
 
     /// The index of `part` in `epoch`, built here if no one has (or waited for, if
-    /// someone is building it), then mapped. `pool` builds it.
+    /// someone is building it), then mapped. `pool` makes the threads that build it, only
+    /// when this process builds.
     pub fn epoch(
         &self,
         part: Part,
         epoch: u64,
-        pool: &rayon::ThreadPool,
+        pool: impl FnOnce() -> Result<rayon::ThreadPool>,
     ) -> Result<(EpochIndex, Option<BuildReport>)> {
         let path = self.path(part, epoch);
         let report = match build_lock::wait_or_take(&path, "the instance index")? {
-            Some(lock) => Some(self.build_locked(part, epoch, pool, lock)?),
+            Some(lock) => Some(self.build_locked(part, epoch, &pool()?, lock)?),
             None => None,
         };
         Ok((EpochIndex::open(&path, &self.key)?, report))

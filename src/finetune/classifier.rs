@@ -132,9 +132,5 @@ pub fn write_hf_classifier(
         .map(|(i, l)| (l.clone(), serde_json::json!(i)))
         .collect::<serde_json::Map<_, _>>()
         .into();
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&json)? + "\n",
-    )
-    .with_context(|| format!("writing {}", dir.join("config.json").display()))
+    crate::commands::export::write_json(&dir.join("config.json"), &json)
 }
