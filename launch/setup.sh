@@ -12,6 +12,10 @@
 #                   an NVIDIA driver is present)
 #   BIOBERT_TEST_SLURM  1 = also install Slurm and munge, which the launcher tests run a
 #                   single-node cluster with (launch/test.sh sets it; users need neither)
+#   BIOBERT_TEST_REFERENCE  1 = also what the tests' outside checks run on: transformers,
+#                   which loads our exported folders and recomputes their logits, and so
+#                   the full torch wheel, whose Python module imports only with the CUDA
+#                   libraries beside it (about 4 GB; launch/test.sh sets it; users need neither)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +38,9 @@ APT_PACKAGES=(openmpi-bin libopenmpi-dev libclang-dev clang build-essential pkg-
               python3-venv python3-pip git ca-certificates zstd procps)
 # For tests/slurm/ only (BIOBERT_TEST_SLURM=1): Debian's Slurm 22.05 and munge.
 SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
+# For the tests' outside checks only (BIOBERT_TEST_REFERENCE=1), installed with their
+# dependencies, the packages above held at their pins.
+REFERENCE_PACKAGES=("transformers==5.17.0")
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -92,6 +99,8 @@ install_torch() {
   make_venv >&2
   local cuda=${BIOBERT_CUDA:-}
   if [ -z "$cuda" ]; then if has_nvidia_driver; then cuda=1; else cuda=0; fi; fi
+  # The tests' reference side imports torch in Python: the CPU-only set cannot.
+  if [ "${BIOBERT_TEST_REFERENCE:-0}" = 1 ]; then cuda=1; fi
   local marker="$VENV/.biobert-torch-set"
   local want="torch-$TORCH_VERSION-cuda$cuda"
   if [ "$(venv_torch_version)" = "$TORCH_VERSION" ] && [ "$(cat "$marker" 2>/dev/null)" = "$want" ]; then
@@ -179,6 +188,32 @@ TOML
   fi
 }
 
+install_reference_packages() {
+  [ "${BIOBERT_TEST_REFERENCE:-0}" = 1 ] || return 0
+  local missing
+  missing=$("$VENV/bin/python" - "${REFERENCE_PACKAGES[@]}" <<'PY'
+import importlib.metadata as m, sys
+for spec in sys.argv[1:]:
+    name, version = spec.split("==")
+    try:
+        if m.version(name) == version:
+            continue
+    except m.PackageNotFoundError:
+        pass
+    print(spec)
+PY
+)
+  if [ -z "$missing" ]; then say "reference packages present"; return; fi
+  say "installing the tests' reference packages: $(echo $missing)"
+  local pins
+  pins=$(mktemp)
+  printf '%s\n' "${PYTHON_PACKAGES[@]}" "torch==$TORCH_VERSION" > "$pins"
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c "$pins" $missing >&2 ||
+    { rm -f "$pins"; die "pip could not install $(echo $missing)"; }
+  rm -f "$pins"
+}
+
 main() {
   install_apt_packages
   check_rust
@@ -187,6 +222,7 @@ main() {
   make_link_folder "$torch"
   write_cargo_config "$torch"
   install_python_packages
+  install_reference_packages
   say "ready: torch $(torch_package_version "$torch") at $torch"
 }
 

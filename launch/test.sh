@@ -6,8 +6,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-# The launcher tests run launch/slurm.sbatch under a real single-node Slurm.
-BIOBERT_TEST_SLURM=1 ./launch/setup.sh
+# The launcher tests run launch/slurm.sbatch under a real single-node Slurm; the outside
+# checks load our exported folders in transformers (the full torch wheel, about 4 GB).
+BIOBERT_TEST_SLURM=1 BIOBERT_TEST_REFERENCE=1 ./launch/setup.sh
 
 # mpirun as root (containers, CI) needs these; harmless otherwise.
 if [ "$(id -u)" -eq 0 ]; then

@@ -170,6 +170,18 @@ fn export_writes_a_hugging_face_folder_that_reloads_to_the_same_weights() {
     for (name, t) in &a {
         assert!(t.equal(&b[name]), "{name}");
     }
+    // transformers itself loads the folder (model and tokenizer) to the fixture's logits.
+    let check = std::process::Command::new(venv_python())
+        .arg(fixtures().join("check_export.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success() && String::from_utf8_lossy(&check.stdout).starts_with("ok"),
+        "check_export.py: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        stderr(&check)
+    );
     let again = biobert()
         .arg("export")
         .arg("--checkpoint")

@@ -1,5 +1,6 @@
 //! `biobert finetune`: its metrics against seqeval and scikit-learn to the last digit, a
-//! CPU fine-tuning of all-MiniLM-L6-v2 on a slice of NCBI-disease and of GAD, and bad input.
+//! CPU fine-tuning of all-MiniLM-L6-v2 on a slice of NCBI-disease and of GAD whose exported
+//! folders transformers reloads to the same logits, and bad input.
 
 mod common;
 
@@ -157,6 +158,29 @@ fn finetune(task: &str, data: &Path, out: &Path, extra: &[&str]) -> std::process
     cmd
 }
 
+/// transformers loads the exported folder (no missing or unexpected weights) and gives the
+/// logits `--save-logits` wrote, within 1e-4, with the same predicted label everywhere.
+fn assert_transformers_gives_the_same_logits(out: &Path, architecture: &str) {
+    let output = std::process::Command::new(venv_python())
+        .arg(workspace().join("tests/fixtures/recheck_logits.py"))
+        .arg(out.join("model"))
+        .arg(out.join("logits_test.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "recheck_logits.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(r["architecture"], architecture, "{r}");
+    assert_eq!(r["missing_keys"], serde_json::json!([]), "{r}");
+    assert_eq!(r["unexpected_keys"], serde_json::json!([]), "{r}");
+    assert!(r["rows"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["max_abs_diff"].as_f64().unwrap() < 1e-4, "{r}");
+    assert_eq!(r["argmax_differ"], 0, "{r}");
+}
+
 /// The predictions file in conlleval's layout, read back by sentence.
 fn conll(path: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -192,6 +216,7 @@ fn ner_on_a_slice_of_ncbi_disease_learns_and_writes_what_it_says() {
             "max_seq_len=128",
             "--set",
             "learning_rate=1e-4",
+            "--save-logits",
         ],
     ));
     let metrics: serde_json::Value =
@@ -213,6 +238,7 @@ fn ner_on_a_slice_of_ncbi_disease_learns_and_writes_what_it_says() {
     for f in ["model.safetensors", "vocab.txt", "tokenizer_config.json"] {
         assert!(out.join("model").join(f).is_file(), "{f}");
     }
+    assert_transformers_gives_the_same_logits(&out, "BertForTokenClassification");
 }
 
 /// GAD (BioBERT's RE layout, no development file): binary scores of the positive class,
@@ -233,6 +259,7 @@ fn re_on_a_slice_of_gad_scores_the_positive_class() {
             "100",
             "--set",
             "epochs=1",
+            "--save-logits",
         ],
     ));
     let metrics: serde_json::Value =
@@ -251,6 +278,7 @@ fn re_on_a_slice_of_gad_scores_the_positive_class() {
         serde_json::from_str(&std::fs::read_to_string(out.join("model/config.json")).unwrap())
             .unwrap();
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_transformers_gives_the_same_logits(&out, "BertForSequenceClassification");
 }
 
 /// Bad input stops with the file, the line and what was expected, and leaves no --out.

@@ -44,8 +44,9 @@ fn stage_then_check_and_throughput_in_cpu_mode() {
     let throughput = run_ok(&mut script("throughput.sh", "throughput"));
     let text = stdout(&throughput);
     let table = text.rsplit("\n\n").next().unwrap();
-    // Both shapes, both of our runs measured; the HF rows are there (measured, or failed
-    // without stopping the script where python here cannot import torch).
+    // Both shapes, both of our runs and both HF runs measured (the venv's python imports
+    // torch and transformers: launch/test.sh installs them).
+    assert!(!table.contains("failed"), "{text}");
     for shape in [
         "| 64 x 8 | biobert |",
         "| 128 x 4 | biobert (bf16 residual) |",

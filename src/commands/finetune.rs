@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use corpus_tools::tokenizer::WordPieceTokenizer;
 use tch::nn::VarStore;
-use tch::Device;
+use tch::{Device, Tensor};
 use tensorboard_rs::summary_writer::SummaryWriter;
 
 use crate::commands::embed;
@@ -82,6 +82,10 @@ pub struct CommonArgs {
     /// none).
     #[arg(long)]
     pub resume: Option<String>,
+    /// Also write the test set's logits (logits_test.safetensors: input_ids,
+    /// attention_mask and fp32 logits), e.g. to check the exported model elsewhere.
+    #[arg(long)]
+    pub save_logits: bool,
 }
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
@@ -533,7 +537,7 @@ fn train_and_write(
     let train_seconds = started.elapsed().as_secs_f64();
     if dist.is_root() {
         write_outputs(
-            &common.out,
+            common,
             &trainer,
             task,
             config,
@@ -550,7 +554,7 @@ fn train_and_write(
 
 #[allow(clippy::too_many_arguments)]
 fn write_outputs(
-    out: &Path,
+    common: &CommonArgs,
     trainer: &Trainer,
     task: &TaskData,
     config: &FinetuneConfig,
@@ -560,6 +564,7 @@ fn write_outputs(
     select: bool,
     train_seconds: f64,
 ) -> Result<()> {
+    let out = common.out.as_path();
     let write = |name: &str, lines: &[String]| -> Result<()> {
         let mut text = lines.join("\n");
         text.push('\n');
@@ -576,6 +581,11 @@ fn write_outputs(
         }
         None => serde_json::Value::Null,
     };
+    if common.save_logits {
+        let path = out.join("logits_test.safetensors");
+        Tensor::write_safetensors(&trainer.logits(&task.test.inputs)?, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let model_out = out.join("model");
     std::fs::create_dir_all(&model_out)?;
     classifier::write_hf_classifier(
