@@ -102,9 +102,7 @@ impl<'a> Trainer<'a> {
                 .step_by(self.dist.size)
                 .map(|&i| &inputs[i])
                 .collect();
-            let loss = self.train_step(&mine, epoch, s as u64)?;
-            let norm = f64::try_from(self.optimizer.grad_norm())?;
-            self.reducer.check()?;
+            let (loss, norm) = self.train_step(&mine, epoch, s as u64)?;
             if !loss.is_finite() || !norm.is_finite() {
                 bail!(
                     "epoch {}, step {}: the loss is {loss} (gradient norm {norm})",
@@ -123,12 +121,14 @@ impl<'a> Trainer<'a> {
         Ok(total / self.steps_per_epoch.max(1) as f64)
     }
 
-    /// Forward and backward of this rank's share; the loss is normalised by the global
-    /// count (labelled tokens, or sequences), so the summed gradients are the mean's.
-    fn train_step(&mut self, mine: &[&Input], epoch: u64, step: u64) -> Result<f64> {
+    /// Forward and backward of this rank's share, the gradient all-reduce, and the global
+    /// loss and gradient norm, read from the device together: the step's one wait for it.
+    /// The loss is normalised by the global count (labelled tokens, or sequences), so the
+    /// summed gradients are the mean's.
+    fn train_step(&mut self, mine: &[&Input], epoch: u64, step: u64) -> Result<(f64, f64)> {
         let mut counts = [mine.iter().map(|i| labelled(i)).sum::<usize>() as f64];
         self.dist.all_reduce_f64(&mut counts);
-        let mut loss_sum = [0f64];
+        let mut loss_sum = Tensor::zeros([1], (Kind::Double, self.device));
         if !mine.is_empty() {
             let seed = Rng::for_keys(&[
                 self.config.seed,
@@ -143,12 +143,17 @@ impl<'a> Trainer<'a> {
             let logits = self.model.logits(&ids, mask.as_ref(), true);
             let sum = cross_entropy_sum(&logits, &targets);
             (&sum / counts[0].max(1.0)).backward();
-            loss_sum[0] = f64::try_from(sum.detach().to_kind(Kind::Double))?;
+            loss_sum = sum.detach().to_kind(Kind::Double).view([1]);
         }
         self.reducer
             .all_reduce(self.dist, &self.optimizer.flat.grad)?;
+        let norm = self.optimizer.grad_norm().to_kind(Kind::Double).view([1]);
+        let read = Vec::<f64>::try_from(Tensor::cat(&[loss_sum, norm], 0).to_device(Device::Cpu))?;
+        // The read waited for the device, so the gradient sums are done or have failed.
+        self.reducer.check()?;
+        let mut loss_sum = [read[0]];
         self.dist.all_reduce_f64(&mut loss_sum);
-        Ok(loss_sum[0] / counts[0].max(1.0))
+        Ok((loss_sum[0] / counts[0].max(1.0), read[1]))
     }
 
     /// The padded batch on the device: ids, the attention mask (None when unpadded) and
