@@ -9,6 +9,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=src/shim/fused_adamw.cpp");
     println!("cargo:rerun-if-changed=src/shim/pinned_memory.cpp");
+    println!("cargo:rerun-if-changed=src/shim/flash_attention.cpp");
     println!("cargo:rerun-if-changed=src/shim/mpi_in_place.c");
     if let Ok(dir) = std::env::var("BIOBERT_TORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -21,6 +22,7 @@ fn main() {
         .cpp(true)
         .file("src/shim/fused_adamw.cpp")
         .file("src/shim/pinned_memory.cpp")
+        .file("src/shim/flash_attention.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")

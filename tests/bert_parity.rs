@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use biobert::model::bert::{Batch, Bert};
 use biobert::model::bert_config::BertConfig;
 use biobert::model::hf_checkpoint;
+use biobert::model::packing::Packing;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -57,6 +58,7 @@ fn logits_loss_and_hidden_states_match_transformers() {
         input_ids: &ids,
         token_type_ids: &types,
         attention_mask: Some(&mask),
+        packing: None,
     };
     let encoded = tch::no_grad(|| bert.encode(&b, false, false));
     // Padded positions differ by design between implementations only in what they attend;
@@ -83,6 +85,7 @@ fn gradients_match_transformers() {
         input_ids: &ids,
         token_type_ids: &types,
         attention_mask: Some(&mask),
+        packing: None,
     };
     let losses = bert.pretraining_losses(&b, &e["labels"], &e["next_sentence_label"], false);
     losses.total.backward();
@@ -96,6 +99,72 @@ fn gradients_match_transformers() {
         let d = max_diff(&got, want);
         assert!(d < 1e-4, "gradient of {name} differs by {d}");
         checked += 1;
+    }
+    assert_eq!(checked, 6);
+}
+
+/// The fixture's padded batch run packed (`train.unpad`: the real tokens alone, attention
+/// at each sequence's length) gives transformers' hidden states at every real position,
+/// its NSP logits, loss and gradients.
+#[test]
+fn a_packed_batch_matches_transformers() {
+    let e = expected();
+    let (vs, bert) = load(&fixtures().join("tiny_bert"));
+    let (ids, types, mask) = batch(&e);
+    let width = mask.size()[1] as usize;
+    let lengths: Vec<usize> = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64))
+        .unwrap()
+        .into_iter()
+        .map(|l| l as usize)
+        .collect();
+    assert!(
+        lengths.iter().any(|&l| l < width),
+        "the fixture has padding"
+    );
+    let packing = Packing::from_lengths(&lengths, width);
+    let b = Batch {
+        input_ids: &ids,
+        token_type_ids: &types,
+        attention_mask: Some(&mask),
+        packing: Some(&packing),
+    };
+    let encoded = tch::no_grad(|| bert.encode(&b, false, false));
+    let want = packing.unpad(&e["last_hidden_state"]);
+    let d = max_diff(&encoded.sequence, &want);
+    assert!(d < 1e-5, "hidden states differ by {d}");
+    let nsp = tch::no_grad(|| bert.nsp_logits(&encoded.pooled));
+    assert!(max_diff(&nsp, &e["seq_relationship_logits"]) < 1e-5);
+    // The labelled positions as packed rows, and their targets.
+    let labels = Vec::<i64>::try_from(e["labels"].view([-1])).unwrap();
+    let (mut rows, mut targets, mut offset) = (Vec::new(), Vec::new(), 0);
+    for (i, &len) in lengths.iter().enumerate() {
+        for j in 0..len {
+            if labels[i * width + j] != -100 {
+                rows.push((offset + j) as i64);
+                targets.push(labels[i * width + j]);
+            }
+        }
+        offset += len;
+    }
+    let sums = bert.pretraining_sums_at(
+        &b,
+        &Tensor::from_slice(&rows),
+        &Tensor::from_slice(&targets),
+        &e["next_sentence_label"],
+        false,
+    );
+    let loss = &sums.mlm / rows.len() as f64 + &sums.nsp / lengths.len() as f64;
+    let d = (loss.double_value(&[]) - e["loss"].double_value(&[0])).abs();
+    assert!(d < 1e-5, "loss differs by {d}");
+    loss.backward();
+    let variables = vs.variables();
+    let mut checked = 0;
+    for (key, want) in &e {
+        if let Some(name) = key.strip_prefix("grad.") {
+            let d = max_diff(&variables[name].grad(), want);
+            assert!(d < 1e-4, "gradient of {name} differs by {d}");
+            checked += 1;
+        }
     }
     assert_eq!(checked, 6);
 }
@@ -214,6 +283,7 @@ fn bf16_forward_is_within_one_percent_of_fp32() {
         input_ids: &ids,
         token_type_ids: &types,
         attention_mask: Some(&mask),
+        packing: None,
     };
     let fp32 = tch::no_grad(|| bert.mlm_logits(&bert.encode(&b, false, false).sequence));
     bert.compute = Kind::BFloat16;

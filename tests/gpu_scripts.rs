@@ -36,10 +36,10 @@ fn stage_then_check_and_throughput_in_cpu_mode() {
     let check = run_ok(&mut script("check.sh", "check"));
     let text = stdout(&check);
     let summary = text.rsplit("=== summary").next().unwrap();
-    assert_eq!(summary.matches("passed").count(), 10, "{text}");
+    assert_eq!(summary.matches("passed").count(), 11, "{text}");
     assert!(!summary.contains("failed"), "{text}");
     let results = std::fs::read_to_string(dir.path().join("check/results.jsonl")).unwrap();
-    assert_eq!(results.lines().count(), 10);
+    assert_eq!(results.lines().count(), 11);
 
     let throughput = run_ok(&mut script("throughput.sh", "throughput"));
     let text = stdout(&throughput);
@@ -50,6 +50,7 @@ fn stage_then_check_and_throughput_in_cpu_mode() {
     for shape in [
         "| 64 x 8 | biobert |",
         "| 128 x 4 | biobert (bf16 residual) |",
+        "| 128 x 4 | biobert (bf16 residual, unpad) |",
         "| 64 x 8 | HF compiled |",
     ] {
         assert!(table.contains(shape), "{shape} missing:\n{text}");

@@ -348,6 +348,68 @@ fn bf16_training_follows_fp32() {
     assert_ne!(runs[1], runs[2], "train.bf16_residual changed nothing");
 }
 
+/// `train.unpad = true` trains on the packed real tokens: with dropout off, the losses of
+/// the padded run at every logged step (the same sums, in another order), and the run says
+/// how its attention ran (here, the CPU: masked on the padded layout, and why).
+#[test]
+fn packed_batches_train_as_the_padded_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    type Run = (Vec<(u64, f64, f64)>, String);
+    let runs: Vec<Run> = [false, true]
+        .iter()
+        .map(|unpad| {
+            let out = tmp.path().join(format!("unpad-{unpad}"));
+            let set = format!("train.unpad={unpad}");
+            let run = run_ok(&mut pretrain(
+                &out,
+                &[
+                    "--max-steps",
+                    "30",
+                    "--set",
+                    &set,
+                    "--set",
+                    "model.hidden_dropout_prob=0.0",
+                    "--set",
+                    "model.attention_probs_dropout_prob=0.0",
+                    "--set",
+                    "log.every=5",
+                    "--set",
+                    "log.eval_every=10",
+                ],
+            ));
+            (logged(&out), stdout(&run))
+        })
+        .collect();
+    let ((padded, padded_out), (packed, packed_out)) = (&runs[0], &runs[1]);
+    assert_eq!(padded.len(), 6);
+    for (a, b) in padded.iter().zip(packed) {
+        assert!(
+            (a.1 - b.1).abs() < 1e-4 && (a.2 - b.2).abs() < 1e-6,
+            "step {}: padded {:?} vs packed {:?}",
+            a.0,
+            a,
+            b
+        );
+    }
+    assert!(!padded_out.contains("unpad:"), "{padded_out}");
+    assert!(
+        packed_out.contains("unpad: padded batches run on their real tokens; attention runs masked on the padded layout, since the variable-length flash kernel is not available (the kernel needs a CUDA device)"),
+        "{packed_out}"
+    );
+    // The held-out evaluation runs packed too, to the same losses.
+    let eval = |out: &str| -> Vec<f64> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix("eval step "))
+            .map(|l| l.split(' ').nth(2).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (a, b) = (eval(padded_out), eval(packed_out));
+    assert_eq!(a.len(), 3, "eval losses {a:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4, "eval {a:?} vs {b:?}");
+    }
+}
+
 /// `bench-loader` makes the trainer's batches with no model and reports their rate, the
 /// longest wait and its memory. The first run builds the instance index, the second maps
 /// it (and builds nothing).

@@ -20,7 +20,9 @@
 #  6. NCCL forced with two ranks on one GPU: NCCL's own reason, the job ends      ~15 s
 #  7. bench-allreduce: NCCL (one rank) and MPI (two ranks) on GPU buffers          ~30 s
 #  8. BERT-base, seq 128: the bf16 loss (autocast-like, and with bf16_residual)
-#     follows the fp32 loss over 200 steps (20-step means within 0.1)             ~80 s
+#     follows the fp32 loss over 200 steps (20-step means within 0.1)             ~35 s
+#  9. BERT-base, seq 128, bf16, dropout off: packed batches (train.unpad, attention
+#     through the variable-length flash kernel) give the padded run's losses (0.05) ~20 s
 #
 # Everything goes to $BENCH_OUT (default /tmp/biobert-gpu-check): each command's full log,
 # and results.json (each check: passed or not, seconds, its numbers). The last lines
@@ -70,7 +72,7 @@ check() { # NAME CMD...: runs CMD with its output in $OUT/NAME.log, records the 
   local started=$SECONDS rc=0
   "$@" > "$log" 2>&1 || rc=$?
   local seconds=$((SECONDS - started))
-  grep -aE "^(  |step|ok|FAILED|exit|loss|layer|[0-9]+ logged|gradient all-reduce|all-reduce|gradients|doctor|cuda|  cuda|problem|error|rank|ncclCommInitRank)" "$log" | grep -v "^  step" | tail -8
+  grep -aE "^(  |step|ok|FAILED|exit|loss|layer|[0-9]+ logged|gradient all-reduce|all-reduce|gradients|doctor|cuda|  cuda|problem|error|rank|ncclCommInitRank|unpad)" "$log" | grep -v "^  step" | tail -8
   local status=passed
   [ $rc -eq 0 ] || status=failed
   RESULTS+=("$(printf '%-7s %4s s  %s' "$status" "$seconds" "$name")")
@@ -171,6 +173,23 @@ bf16_follows_fp32() {
     "$PYTHON" bench/gpu/compare.py losses "$WORK/base-fp32" "$WORK/base-bf16r" 0.1
 }
 check "BERT-base seq 128: bf16 (and bf16 residual) follow fp32 (20-step means within 0.1)" bf16_follows_fp32
+
+unpad_matches_padded() {
+  for u in false true; do
+    "$BIN/biobert" pretrain "${BASE[@]}" --data "$WORK/corpus" --device "$DEVICE" \
+      --out "$WORK/unpad-$u" --max-steps "$STEPS" --set data.max_seq_len=128 \
+      --set data.max_predictions_per_seq=20 --set train.precision=bf16 --set train.bf16_residual=true \
+      --set train.unpad=$u --set model.hidden_dropout_prob=0.0 --set model.attention_probs_dropout_prob=0.0 \
+      --set train.warmup_steps=$((STEPS < 10 ? STEPS : 10)) --set train.learning_rate=1e-4 --set log.every=5 \
+      --set log.eval_every=0 --set checkpoint.every=0 --set checkpoint.at_end=false | tee "$WORK/unpad-$u.out" || return 1
+  done
+  # On a GPU the packed attention must be the flash kernel's, not the padded fallback.
+  if [ "$MODE" = gpu ]; then
+    grep -q "^unpad: .*through the variable-length flash kernel" "$WORK/unpad-true.out" || return 1
+  fi
+  "$PYTHON" bench/gpu/compare.py losses "$WORK/unpad-false" "$WORK/unpad-true" 0.05
+}
+check "BERT-base seq 128, bf16, dropout off: packed batches (train.unpad) = padded" unpad_matches_padded
 
 echo
 echo "=== summary ($MODE mode, $(date -u +%FT%TZ), results in $OUT/results.jsonl)"

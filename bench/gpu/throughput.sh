@@ -84,18 +84,20 @@ for shape in "${SHAPE_LIST[@]}"; do
     --device "$DEVICE" --index-cache "$WORK/instance_index" > "$OUT/loader-$SEQ.log" 2>&1 ||
     { tail "$OUT/loader-$SEQ.log"; exit 1; }
   grep -E "seq/s|^padding:" "$OUT/loader-$SEQ.log"
-  for RESIDUAL in false true; do
-    NAME=biobert
-    [ "$RESIDUAL" = true ] && NAME="biobert (bf16 residual)"
-    RUN=$WORK/run-$SEQ-$RESIDUAL
+  for VARIANT in plain residual unpad; do
+    NAME=biobert RESIDUAL=false UNPAD=false
+    [ "$VARIANT" != plain ] && NAME="biobert (bf16 residual)" RESIDUAL=true
+    [ "$VARIANT" = unpad ] && NAME="biobert (bf16 residual, unpad)" UNPAD=true
+    RUN=$WORK/run-$SEQ-$VARIANT
     rm -rf "$RUN"
     echo "== seq $SEQ x batch $BATCH: $NAME, $STEPS steps"
     peak_memory "$RUN.log" "$BIN/biobert" pretrain "${MODEL[@]}" --data "$CORPUS" --out "$RUN" \
       --device "$DEVICE" --max-steps "$STEPS" "${SET[@]}" --set train.precision=bf16 \
-      --set train.bf16_residual="$RESIDUAL" --set train.warmup_steps=$((STEPS < 10 ? STEPS : 10)) --set train.learning_rate=1e-4 \
+      --set train.bf16_residual="$RESIDUAL" --set train.unpad="$UNPAD" --set train.warmup_steps=$((STEPS < 10 ? STEPS : 10)) --set train.learning_rate=1e-4 \
       --set log.every=10 --set log.eval_every=0 --set checkpoint.every=0 --set checkpoint.at_end=false ||
       { tail -20 "$RUN.log"; exit 1; }
     cp "$RUN.log" "$OUT/"
+    grep -E "^unpad: " "$RUN.log" || true
     grep -E "^step " "$RUN.log" | tail -1
     "$PYTHON" bench/gpu/report.py ours "$RUN/log.jsonl" "$SEQ" "$BATCH" "$(cat "$WORK/peak")" "$NAME" >> "$RESULTS"
   done

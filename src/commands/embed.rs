@@ -210,6 +210,7 @@ fn embed_batch(
             input_ids: &ids,
             token_type_ids: &types,
             attention_mask: padded.then_some(&mask),
+            packing: None,
         },
         false,
         true,

@@ -17,6 +17,7 @@ use anyhow::bail;
 use crate::data::corpus::Corpus;
 use crate::data::instance_index::{BuildReport, EpochIndex, IndexStore, Part, RECORD};
 use crate::data::instances::{self, Example, InstanceConfig, SpecialTokens};
+use crate::model::packing::Packing;
 use crate::runtime::pinned_memory;
 use crate::runtime::thread_budget;
 use crate::train::run_config::DataConfig;
@@ -48,6 +49,11 @@ pub struct TensorBatch {
     /// The masked positions as indices into the flattened [batch x seq] tokens, and their
     /// original ids: computed here so that the trainer never asks the device for them.
     pub mlm_positions: Tensor,
+    /// The same positions as indices into the packed rows of the real tokens (equal to
+    /// `mlm_positions` when nothing is padding).
+    pub mlm_rows: Tensor,
+    /// The real tokens packed into rows, for a batch with padding (`train.unpad`).
+    pub packing: Option<Packing>,
     pub mlm_targets: Tensor,
     pub nsp_labels: Tensor,
     /// Real (non-padding) tokens in the batch.
@@ -70,6 +76,8 @@ impl TensorBatch {
             token_type_ids: f(&self.token_type_ids)?,
             attention_mask: f(&self.attention_mask)?,
             mlm_positions: f(&self.mlm_positions)?,
+            mlm_rows: f(&self.mlm_rows)?,
+            packing: self.packing.as_ref().map(|p| p.try_map(&f)).transpose()?,
             mlm_targets: f(&self.mlm_targets)?,
             nsp_labels: f(&self.nsp_labels)?,
             tokens: self.tokens,
@@ -306,7 +314,7 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
         .unwrap_or(1);
     let b = examples.len();
     let (mut ids, mut types, mut mask) = (vec![0i64; b * t], vec![0i64; b * t], vec![0i64; b * t]);
-    let (mut positions, mut targets) = (Vec::new(), Vec::new());
+    let (mut positions, mut rows, mut targets) = (Vec::new(), Vec::new(), Vec::new());
     let mut tokens = 0i64;
     for (i, e) in examples.iter().enumerate() {
         for (j, &id) in e.input_ids.iter().enumerate() {
@@ -315,11 +323,14 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
             mask[i * t + j] = 1;
             if e.mlm_labels[j] != -100 {
                 positions.push((i * t + j) as i64);
+                rows.push(tokens + j as i64);
                 targets.push(e.mlm_labels[j]);
             }
         }
         tokens += e.input_ids.len() as i64;
     }
+    let lengths: Vec<usize> = examples.iter().map(|e| e.input_ids.len()).collect();
+    let padded = lengths.iter().any(|&l| l < t);
     let shape = [b as i64, t as i64];
     let masked = positions.len() as i64;
     TensorBatch {
@@ -327,6 +338,8 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
         token_type_ids: Tensor::from_slice(&types).view(shape),
         attention_mask: Tensor::from_slice(&mask).view(shape),
         mlm_positions: Tensor::from_slice(&positions),
+        mlm_rows: Tensor::from_slice(&rows),
+        packing: padded.then(|| Packing::from_lengths(&lengths, t)),
         mlm_targets: Tensor::from_slice(&targets),
         nsp_labels: Tensor::from_slice(&examples.iter().map(|e| e.nsp_label).collect::<Vec<_>>()),
         tokens,
@@ -446,5 +459,23 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&batch.mlm_targets).unwrap(), [55, 66]);
         let mask = Vec::<i64>::try_from(batch.attention_mask.view([-1])).unwrap();
         assert_eq!(mask, [1, 1, 1, 1, 1, 1, 1, 0]);
+        // Packed, row 1 starts at 4 too (row 0 has no padding), and is 3 long.
+        assert_eq!(Vec::<i64>::try_from(&batch.mlm_rows).unwrap(), [1, 5]);
+        let packing = batch.packing.as_ref().expect("a padded batch is packed");
+        assert_eq!(
+            Vec::<i32>::try_from(&packing.cu_seqlens).unwrap(),
+            [0, 4, 7]
+        );
+        // The other way round, the rows shift back by the padding.
+        let batch = collate(&[
+            example(&[101, 103, 102], &[-100, 66, -100]),
+            example(&[101, 103, 7, 102], &[-100, 55, -100, -100]),
+        ]);
+        assert_eq!(Vec::<i64>::try_from(&batch.mlm_positions).unwrap(), [1, 5]);
+        assert_eq!(Vec::<i64>::try_from(&batch.mlm_rows).unwrap(), [1, 4]);
+        // No padding, no packing: the rows are the flat positions.
+        let full = collate(&[example(&[101, 103, 102], &[-100, 66, -100])]);
+        assert!(full.packing.is_none());
+        assert!(full.mlm_rows.equal(&full.mlm_positions));
     }
 }

@@ -74,6 +74,7 @@ impl Classifier {
                 input_ids,
                 token_type_ids: &token_type_ids,
                 attention_mask,
+                packing: None,
             },
             train,
             false,

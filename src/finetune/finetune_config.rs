@@ -123,6 +123,7 @@ impl FinetuneConfig {
             seed: self.seed,
             precision: self.precision.clone(),
             bf16_residual: false,
+            unpad: false,
             on_nan: "stop".into(),
             max_skipped_steps: 1,
             device: self.device.clone(),

@@ -9,6 +9,8 @@ use tch::nn::{self, Init, Module};
 use tch::{Kind, Tensor};
 
 use crate::model::bert_config::BertConfig;
+use crate::model::flash_attention;
+use crate::model::packing::Packing;
 
 fn linear(p: nn::Path, in_dim: i64, out_dim: i64, std: f64) -> nn::Linear {
     let config = nn::LinearConfig {
@@ -78,6 +80,9 @@ pub struct Bert {
     /// `compute`, `BFloat16` (as Megatron-LM trains in bf16: half the activation memory and
     /// traffic; LayerNorm still accumulates its statistics in fp32).
     pub activations: Kind,
+    /// Run padded batches on their real tokens alone when the caller packs them
+    /// (`Batch::packing`; `train.unpad`). The caller reads it; the encoder follows the batch.
+    pub unpad: bool,
     embeddings: Embeddings,
     layers: Vec<Layer>,
     pooler: nn::Linear,
@@ -90,7 +95,7 @@ pub struct Bert {
 
 /// The encoder's outputs.
 pub struct Encoded {
-    /// [batch, seq, hidden]
+    /// [batch, seq, hidden], or [tokens, hidden] for a packed batch
     pub sequence: Tensor,
     /// [batch, hidden]: tanh(dense([CLS]))
     pub pooled: Tensor,
@@ -105,6 +110,18 @@ pub struct Batch<'a> {
     pub input_ids: &'a Tensor,
     pub token_type_ids: &'a Tensor,
     pub attention_mask: Option<&'a Tensor>,
+    /// The real tokens packed into rows: when given, the encoder runs on them alone (and
+    /// ignores `attention_mask`), and its `sequence` output is [tokens, hidden].
+    pub packing: Option<&'a Packing>,
+}
+
+/// How a layer's attention sees the batch.
+enum Attend<'a> {
+    /// [batch, seq, ...] with SDPA's boolean key mask, or none when nothing is padding.
+    Padded(Option<&'a Tensor>),
+    /// [tokens, ...]: the variable-length flash kernel where it runs, else masked SDPA on
+    /// the padded layout.
+    Packed { packing: &'a Packing, flash: bool },
 }
 
 /// The pretraining losses (means, or sums from `pretraining_sums`); `Tensor`s stay on the
@@ -178,6 +195,7 @@ impl Bert {
             config: config.clone(),
             compute: Kind::Float,
             activations: Kind::Float,
+            unpad: false,
             embeddings,
             layers,
             pooler,
@@ -245,6 +263,9 @@ impl Bert {
 
     /// The encoder. `keep_hidden` also returns every layer's output.
     pub fn encode(&self, batch: &Batch<'_>, train: bool, keep_hidden: bool) -> Encoded {
+        if let Some(packing) = batch.packing {
+            return self.encode_packed(batch, packing, train, keep_hidden);
+        }
         let c = &self.config;
         let (b, t) = batch.input_ids.size2().expect("input_ids is [batch, seq]");
         let positions = Tensor::arange(t, (Kind::Int64, batch.input_ids.device())).unsqueeze(0);
@@ -262,7 +283,7 @@ impl Bert {
             hidden_states.push(x.shallow_clone());
         }
         for layer in &self.layers {
-            x = self.layer(layer, &x, mask.as_ref(), train);
+            x = self.layer(layer, &x, &Attend::Padded(mask.as_ref()), train);
             if keep_hidden {
                 hidden_states.push(x.shallow_clone());
             }
@@ -275,27 +296,98 @@ impl Bert {
         }
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+    /// The encoder on a packed batch: embeddings, every layer and the pooler's [CLS] rows
+    /// on the real tokens alone.
+    fn encode_packed(
+        &self,
+        batch: &Batch<'_>,
+        packing: &Packing,
+        train: bool,
+        keep_hidden: bool,
+    ) -> Encoded {
         let c = &self.config;
-        let (b, t, h) = x.size3().expect("[batch, seq, hidden]");
-        let (heads, dim) = (c.num_attention_heads, c.head_dim());
+        let gather = |t: &Tensor| t.view([-1]).index_select(0, &packing.token_rows);
+        let e = &self.embeddings;
+        let mut x = e.word.forward(&gather(batch.input_ids))
+            + e.position.forward(&packing.position_ids)
+            + e.token_type.forward(&gather(batch.token_type_ids));
+        x = self.norm(&e.norm, &x).dropout(c.hidden_dropout_prob, train);
+        let flash =
+            flash_attention::available(packing.device(), self.compute, c.head_dim()).is_ok();
+        let attend = Attend::Packed { packing, flash };
+        let mut hidden_states = Vec::new();
+        if keep_hidden {
+            hidden_states.push(x.shallow_clone());
+        }
+        for layer in &self.layers {
+            x = self.layer(layer, &x, &attend, train);
+            if keep_hidden {
+                hidden_states.push(x.shallow_clone());
+            }
+        }
+        let pooled = self
+            .lin(&self.pooler, &x.index_select(0, &packing.cls_rows))
+            .tanh();
+        Encoded {
+            sequence: x,
+            pooled,
+            hidden_states,
+        }
+    }
+
+    /// Self-attention from the fused QKV product [.., 3 x hidden] to the context [.., hidden].
+    fn attention(&self, qkv: &Tensor, attend: &Attend<'_>, dropout: f64) -> Tensor {
+        let c = &self.config;
+        let (heads, dim, h) = (c.num_attention_heads, c.head_dim(), c.hidden_size);
+        let sdpa = |q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>| {
+            Tensor::scaled_dot_product_attention(q, k, v, mask, dropout, false, None, false)
+        };
+        match attend {
+            Attend::Padded(mask) => {
+                let (b, t, _) = qkv.size3().expect("[batch, seq, 3 x hidden]");
+                let qkv = qkv.view([b, t, 3, heads, dim]).permute([2, 0, 3, 1, 4]);
+                sdpa(&qkv.get(0), &qkv.get(1), &qkv.get(2), *mask)
+                    .transpose(1, 2)
+                    .contiguous()
+                    .view([b, t, h])
+            }
+            Attend::Packed { packing, flash } => {
+                let tokens = qkv.size()[0];
+                let qkv = qkv.view([tokens, 3, heads, dim]);
+                let part = |i: i64| qkv.select(1, i).contiguous();
+                let (q, k, v) = (part(0), part(1), part(2));
+                if *flash {
+                    let cu = &packing.cu_seqlens;
+                    // `available` ran the kernel on this device, dtype and head size: a
+                    // failure now is a broken invariant, not a host fact.
+                    return flash_attention::varlen(&q, &k, &v, cu, packing.max_len(), dropout)
+                        .expect("variable-length flash attention, probed on this device")
+                        .view([tokens, h]);
+                }
+                // [batch, heads, width, head_dim] with the padding masked, then back.
+                let padded = |x: &Tensor| packing.pad(x).transpose(1, 2);
+                let context = sdpa(
+                    &padded(&q),
+                    &padded(&k),
+                    &padded(&v),
+                    Some(&packing.key_mask()),
+                );
+                packing.unpad(&context.transpose(1, 2)).view([tokens, h])
+            }
+        }
+    }
+
+    fn layer(&self, l: &Layer, x: &Tensor, attend: &Attend<'_>, train: bool) -> Tensor {
+        let c = &self.config;
         // One fused QKV product instead of three (the weights stay separate tensors under
         // their Hugging Face names; autograd splits the gradient back).
-        let qkv = self
-            .lin_fused(&[&l.query, &l.key, &l.value], x)
-            .view([b, t, 3, heads, dim])
-            .permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let qkv = self.lin_fused(&[&l.query, &l.key, &l.value], x);
         let dropout = if train {
             c.attention_probs_dropout_prob
         } else {
             0.0
         };
-        let context =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, None, false)
-                .transpose(1, 2)
-                .contiguous()
-                .view([b, t, h]);
+        let context = self.attention(&qkv, attend, dropout);
         let projected = self.lin(&l.attention_output, &context);
         let attended = self.norm(
             &l.attention_norm,
@@ -422,6 +514,7 @@ mod tests {
                 input_ids: &ids,
                 token_type_ids: &types,
                 attention_mask: mask,
+                packing: None,
             };
             tch::no_grad(|| bert.encode(&batch, false, false).sequence)
         };
@@ -441,6 +534,7 @@ mod tests {
                 input_ids: ids,
                 token_type_ids: &types,
                 attention_mask: Some(&mask),
+                packing: None,
             };
             tch::no_grad(|| bert.encode(&batch, false, false).sequence)
         };
@@ -453,5 +547,76 @@ mod tests {
             .max()
             .double_value(&[]);
         assert!(diff < 1e-6, "{diff}");
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    /// Packed (dropout off), the encoder gives the padded batch's outputs at every real
+    /// position, the same [CLS] pooling, losses and gradients.
+    #[test]
+    fn a_packed_batch_gives_the_padded_outputs_losses_and_gradients() {
+        let (vs, bert) = tiny();
+        let lengths = [9usize, 4, 7];
+        let width = 9;
+        let ids = Tensor::randint(50, [3, 9], (Kind::Int64, tch::Device::Cpu));
+        let types = Tensor::randint(2, [3, 9], (Kind::Int64, tch::Device::Cpu));
+        let mask: Vec<i64> = lengths
+            .iter()
+            .flat_map(|&l| (0..width).map(move |j| i64::from(j < l)))
+            .collect();
+        let mask = Tensor::from_slice(&mask).view([3, 9]);
+        let packing = Packing::from_lengths(&lengths, width);
+        let batch = |packed: bool| Batch {
+            input_ids: &ids,
+            token_type_ids: &types,
+            attention_mask: Some(&mask),
+            packing: packed.then_some(&packing),
+        };
+        let (padded, packed) = tch::no_grad(|| {
+            (
+                bert.encode(&batch(false), false, false),
+                bert.encode(&batch(true), false, false),
+            )
+        });
+        assert_eq!(packed.sequence.size(), [20, 16]);
+        let d = max_diff(&packing.unpad(&padded.sequence), &packed.sequence);
+        assert!(d < 1e-5, "sequence {d}");
+        let d = max_diff(&padded.pooled, &packed.pooled);
+        assert!(d < 1e-5, "pooled {d}");
+
+        // Masked positions 2 and 3 of sequence 0, 3 of 1, 6 of 2: flat indices
+        // into [3 x 9] for the padded batch, packed rows for the packed one.
+        let flat = Tensor::from_slice(&[2i64, 3, 12, 24]);
+        let rows = Tensor::from_slice(&[2i64, 3, 12, 19]);
+        let targets = Tensor::from_slice(&[5i64, 6, 7, 8]);
+        let nsp = Tensor::from_slice(&[0i64, 1, 1]);
+        let grads = |packed: bool| {
+            for v in vs.trainable_variables() {
+                if v.grad().defined() {
+                    let _ = v.grad().zero_();
+                }
+            }
+            let positions = if packed { &rows } else { &flat };
+            let s = bert.pretraining_sums_at(&batch(packed), positions, &targets, &nsp, false);
+            s.total.backward();
+            let grads: Vec<Tensor> = vs
+                .trainable_variables()
+                .iter()
+                .map(|v| v.grad().copy())
+                .collect();
+            (s.total.double_value(&[]), grads)
+        };
+        let (loss_padded, grads_padded) = grads(false);
+        let (loss_packed, grads_packed) = grads(true);
+        assert!(
+            (loss_padded - loss_packed).abs() < 1e-5,
+            "{loss_padded} {loss_packed}"
+        );
+        for (a, b) in grads_padded.iter().zip(&grads_packed) {
+            let d = max_diff(a, b);
+            assert!(d < 1e-5, "gradient {d}");
+        }
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod bert;
 pub mod bert_config;
+pub mod flash_attention;
 pub mod flops;
 pub mod hf_checkpoint;
+pub mod packing;
 pub mod tf_checkpoint;
 pub mod torch_pickle;

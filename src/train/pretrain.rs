@@ -18,6 +18,7 @@ use crate::data::data_loader::{self, Layout, Sampler, TensorBatch};
 use crate::data::rng::Rng;
 use crate::model::bert::{Batch, Bert};
 use crate::model::bert_config::BertConfig;
+use crate::model::flash_attention;
 use crate::model::flops;
 use crate::model::hf_checkpoint;
 use crate::parallel::distributed::Distributed;
@@ -335,6 +336,7 @@ fn train(
     if bert.compute == tch::Kind::BFloat16 && c.train.bf16_residual {
         bert.activations = tch::Kind::BFloat16;
     }
+    bert.unpad = c.train.unpad;
     if let Some(dir) = init_dir {
         let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;
         report.require_encoder(&dir.display().to_string())?;
@@ -348,6 +350,9 @@ fn train(
     let mut reducer = GradientAllReduce::new(dist, &c.distributed, run.device)?;
     if dist.is_root() {
         println!("gradient all-reduce: {}", reducer.backend);
+        if bert.unpad {
+            println!("unpad: {}", unpad_line(&bert, run.device));
+        }
     }
     let checkpoints = run.out.join("checkpoints");
     let mut start_step = 0;
@@ -632,6 +637,16 @@ pub struct StepMetrics {
 }
 
 /// The loss sums of one batch (see `Bert::pretraining_sums`) on `device`.
+/// What `train.unpad` does on this device, in one line.
+fn unpad_line(bert: &Bert, device: Device) -> String {
+    let head_dim = bert.config.head_dim();
+    match flash_attention::available(device, bert.compute, head_dim) {
+        Ok(()) => "padded batches run on their real tokens, attention through the variable-length flash kernel".into(),
+        Err(why) => format!("padded batches run on their real tokens; attention runs masked on the padded layout, since the variable-length flash kernel is not available ({why})"),
+    }
+}
+
+/// With `bert.unpad`, a padded batch runs packed (`train.unpad`).
 fn batch_sums(
     bert: &Bert,
     b: &TensorBatch,
@@ -640,14 +655,20 @@ fn batch_sums(
 ) -> Result<crate::model::bert::Losses> {
     let padded = b.has_padding();
     let b = b.to_device(device)?;
+    let packing = b.packing.as_ref().filter(|_| bert.unpad);
     let batch = Batch {
         input_ids: &b.input_ids,
         token_type_ids: &b.token_type_ids,
         attention_mask: padded.then_some(&b.attention_mask),
+        packing,
     };
     Ok(bert.pretraining_sums_at(
         &batch,
-        &b.mlm_positions,
+        if packing.is_some() {
+            &b.mlm_rows
+        } else {
+            &b.mlm_positions
+        },
         &b.mlm_targets,
         &b.nsp_labels,
         train,

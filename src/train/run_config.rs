@@ -119,6 +119,12 @@ pub struct TrainConfig {
     /// bf16 too, as Megatron-LM does, instead of fp32 as autocast does.
     #[serde(default)]
     pub bf16_residual: bool,
+    /// Run the encoder on the real tokens alone, packed into rows (NVIDIA's and
+    /// MosaicBERT's "unpadding"), with attention through the variable-length flash kernel
+    /// (CUDA, bf16; masked attention on the padded layout elsewhere). The losses are those
+    /// of the padded batch; only the dropout draws differ, their masks having another shape.
+    #[serde(default)]
+    pub unpad: bool,
     /// What a NaN or infinite loss does: "stop" or "skip" the step.
     #[serde(default = "stop")]
     pub on_nan: String,
