@@ -125,10 +125,9 @@ print(spec.submodule_search_locations[0])
 PY
 }
 
-install_python_packages() {
-  make_venv
-  local missing
-  missing=$("$VENV/bin/python" - "${PYTHON_PACKAGES[@]}" <<'PY'
+# Prints the NAME==VERSION specs that the venv does not hold at that version.
+missing_packages() {
+  "$VENV/bin/python" - "$@" <<'PY'
 import importlib.metadata as m, sys
 for spec in sys.argv[1:]:
     name, version = spec.split("==")
@@ -139,7 +138,12 @@ for spec in sys.argv[1:]:
         pass
     print(spec)
 PY
-)
+}
+
+install_python_packages() {
+  make_venv
+  local missing
+  missing=$(missing_packages "${PYTHON_PACKAGES[@]}")
   if [ -z "$missing" ]; then say "python packages present"; return; fi
   say "installing python packages: $(echo $missing)"
   # shellcheck disable=SC2086
@@ -191,18 +195,7 @@ TOML
 install_reference_packages() {
   [ "${BIOBERT_TEST_REFERENCE:-0}" = 1 ] || return 0
   local missing
-  missing=$("$VENV/bin/python" - "${REFERENCE_PACKAGES[@]}" <<'PY'
-import importlib.metadata as m, sys
-for spec in sys.argv[1:]:
-    name, version = spec.split("==")
-    try:
-        if m.version(name) == version:
-            continue
-    except m.PackageNotFoundError:
-        pass
-    print(spec)
-PY
-)
+  missing=$(missing_packages "${REFERENCE_PACKAGES[@]}")
   if [ -z "$missing" ]; then say "reference packages present"; return; fi
   say "installing the tests' reference packages: $(echo $missing)"
   local pins

@@ -6,11 +6,13 @@
 //! padded layout where it does not run.
 
 use std::collections::HashMap;
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
+
+use crate::runtime::shim_message;
 
 extern "C" {
     fn biobert_flash_attention_varlen(
@@ -22,7 +24,6 @@ extern "C" {
         dropout_p: f64,
         message: *mut *mut c_char,
     ) -> *mut c_void;
-    fn biobert_free_message(message: *mut c_char);
 }
 
 /// Attention over packed sequences: `q`, `k`, `v` [tokens, heads, head_dim], `cu_seqlens`
@@ -51,15 +52,10 @@ pub fn varlen(
         )
     };
     if out.is_null() {
-        // SAFETY: a NUL-terminated string from strdup, freed by the shim's free.
-        let text = unsafe { CStr::from_ptr(message) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { biobert_free_message(message) };
-        bail!(
-            "variable-length flash attention: {}",
-            text.lines().next().unwrap_or("")
-        );
+        // SAFETY: the shim set `message` when it returned null.
+        bail!("variable-length flash attention: {}", unsafe {
+            shim_message::take(message)
+        });
     }
     // SAFETY: a fresh at::Tensor* allocated with new, as tch's own handles are.
     Ok(unsafe { Tensor::from_ptr(out.cast()) })

@@ -5,6 +5,7 @@ pub mod cuda_driver;
 pub mod cuda_runtime;
 pub mod device_selection;
 pub mod pinned_memory;
+pub mod shim_message;
 pub mod thread_budget;
 pub mod torch_location;
 pub mod torch_runtime;

@@ -2,15 +2,16 @@
 //! in `src/shim/pinned_memory.cpp`: tch's `pin_memory(device)` and `is_pinned(device)` pass
 //! the device argument that libtorch 2.11 deprecates, and it warns on every call.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void};
 
 use anyhow::{bail, Result};
 use tch::Tensor;
 
+use crate::runtime::shim_message;
+
 extern "C" {
     fn biobert_pin_memory(tensor: *const c_void, message: *mut *mut c_char) -> *mut c_void;
     fn biobert_is_pinned(tensor: *const c_void) -> c_int;
-    fn biobert_free_message(message: *mut c_char);
 }
 
 /// A copy of `t` in page-locked memory (needs a CUDA-capable libtorch).
@@ -20,12 +21,10 @@ pub fn pin(t: &Tensor) -> Result<Tensor> {
     // we own, or null and a malloc'd message.
     let handle = unsafe { biobert_pin_memory(t.as_ptr() as *const c_void, &mut message) };
     if handle.is_null() {
-        // SAFETY: a NUL-terminated string from strdup, freed by the shim's free.
-        let text = unsafe { CStr::from_ptr(message) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { biobert_free_message(message) };
-        bail!("pinning host memory: {}", text.lines().next().unwrap_or(""));
+        // SAFETY: the shim set `message` when it returned null.
+        bail!("pinning host memory: {}", unsafe {
+            shim_message::take(message)
+        });
     }
     // SAFETY: a fresh at::Tensor* allocated with new, as tch's own handles are.
     Ok(unsafe { Tensor::from_ptr(handle.cast()) })

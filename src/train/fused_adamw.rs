@@ -3,10 +3,12 @@
 //! of the several element-wise kernels of `Optimizer::step`. Same update: decoupled weight
 //! decay `p -= lr * wd * p`, bias-corrected moments, `eps` added after the square root.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 
 use anyhow::{bail, Result};
 use tch::Tensor;
+
+use crate::runtime::shim_message;
 
 extern "C" {
     fn biobert_fused_adamw(
@@ -21,7 +23,6 @@ extern "C" {
         weight_decay: f64,
         eps: f64,
     ) -> *mut c_char;
-    fn biobert_free_message(message: *mut c_char);
 }
 
 pub struct Hyper {
@@ -62,10 +63,6 @@ pub fn step(
     if message.is_null() {
         return Ok(());
     }
-    // SAFETY: a NUL-terminated string from strdup, freed by the shim's free.
-    let text = unsafe { CStr::from_ptr(message) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { biobert_free_message(message) };
-    bail!("fused AdamW: {}", text.lines().next().unwrap_or(""))
+    // SAFETY: a non-null message from the shim.
+    bail!("fused AdamW: {}", unsafe { shim_message::take(message) })
 }
