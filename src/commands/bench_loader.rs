@@ -120,7 +120,8 @@ fn bench(dist: &Distributed, args: &BenchLoaderArgs) -> Result<()> {
     // The trainer's prefetch thread, timed from the consumer's side after the warm-up.
     let first = args.start_step;
     let total = first + args.warmup_steps + args.steps;
-    let batches = data_loader::prefetch(sampler, layout, first, total, 4, device);
+    let batches =
+        data_loader::prefetch(sampler, layout, first, total, 4, device, config.train.unpad);
     batches.recv().context("the data loader stopped")??;
     let mut first_batch = [started.elapsed().as_secs_f64()];
     dist.all_reduce_max_f64(&mut first_batch);

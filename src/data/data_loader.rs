@@ -52,7 +52,8 @@ pub struct TensorBatch {
     /// The same positions as indices into the packed rows of the real tokens (equal to
     /// `mlm_positions` when nothing is padding).
     pub mlm_rows: Tensor,
-    /// The real tokens packed into rows, for a batch with padding (`train.unpad`).
+    /// The real tokens packed into rows, for a batch with padding when asked for
+    /// (`train.unpad`).
     pub packing: Option<Packing>,
     pub mlm_targets: Tensor,
     pub nsp_labels: Tensor,
@@ -305,8 +306,9 @@ fn build_line(store: &IndexStore, part: Part, epoch: u64, r: &BuildReport, how: 
     )
 }
 
-/// Pads examples to the longest in the batch.
-pub fn collate(examples: &[Example]) -> TensorBatch {
+/// Pads examples to the longest in the batch; with `pack`, a padded batch also gets its
+/// packing (`train.unpad`).
+pub fn collate(examples: &[Example], pack: bool) -> TensorBatch {
     let t = examples
         .iter()
         .map(|e| e.input_ids.len())
@@ -339,7 +341,7 @@ pub fn collate(examples: &[Example]) -> TensorBatch {
         attention_mask: Tensor::from_slice(&mask).view(shape),
         mlm_positions: Tensor::from_slice(&positions),
         mlm_rows: Tensor::from_slice(&rows),
-        packing: padded.then(|| Packing::from_lengths(&lengths, t)),
+        packing: (pack && padded).then(|| Packing::from_lengths(&lengths, t)),
         mlm_targets: Tensor::from_slice(&targets),
         nsp_labels: Tensor::from_slice(&examples.iter().map(|e| e.nsp_label).collect::<Vec<_>>()),
         tokens,
@@ -381,6 +383,7 @@ pub fn prefetch(
     last_step: u64,
     depth: usize,
     device: Device,
+    pack: bool,
 ) -> Receiver<anyhow::Result<Vec<TensorBatch>>> {
     let (tx, rx) = bounded(depth.max(1));
     let stall_at = injected_stall();
@@ -396,7 +399,7 @@ pub fn prefetch(
                         .clone()
                         .map(|s| sampler.example(s))
                         .collect::<anyhow::Result<_>>()?;
-                    let mut batch = collate(&examples);
+                    let mut batch = collate(&examples, pack);
                     batch.first_sample = samples.start;
                     match device {
                         Device::Cuda(_) => batch.pinned(),
@@ -424,6 +427,10 @@ fn injected_stall() -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn collate_packed(examples: &[Example]) -> TensorBatch {
+        collate(examples, true)
+    }
+
     fn example(ids: &[i64], labels: &[i64]) -> Example {
         Example {
             input_ids: ids.to_vec(),
@@ -435,20 +442,20 @@ mod tests {
 
     #[test]
     fn a_batch_knows_whether_it_is_padded() {
-        let full = collate(&[
+        let full = collate_packed(&[
             example(&[1, 2, 3], &[-100; 3]),
             example(&[4, 5, 6], &[-100; 3]),
         ]);
         assert!(!full.has_padding());
         assert_eq!(full.padding(), 0);
-        let ragged = collate(&[example(&[1, 2, 3], &[-100; 3]), example(&[4], &[-100])]);
+        let ragged = collate_packed(&[example(&[1, 2, 3], &[-100; 3]), example(&[4], &[-100])]);
         assert!(ragged.has_padding());
         assert_eq!(ragged.padding(), 2);
     }
 
     #[test]
     fn collate_pads_and_lists_the_masked_positions_of_the_padded_batch() {
-        let batch = collate(&[
+        let batch = collate_packed(&[
             example(&[101, 103, 7, 102], &[-100, 55, -100, -100]),
             example(&[101, 103, 102], &[-100, 66, -100]),
         ]);
@@ -467,14 +474,14 @@ mod tests {
             [0, 4, 7]
         );
         // The other way round, the rows shift back by the padding.
-        let batch = collate(&[
+        let batch = collate_packed(&[
             example(&[101, 103, 102], &[-100, 66, -100]),
             example(&[101, 103, 7, 102], &[-100, 55, -100, -100]),
         ]);
         assert_eq!(Vec::<i64>::try_from(&batch.mlm_positions).unwrap(), [1, 5]);
         assert_eq!(Vec::<i64>::try_from(&batch.mlm_rows).unwrap(), [1, 4]);
         // No padding, no packing: the rows are the flat positions.
-        let full = collate(&[example(&[101, 103, 102], &[-100, 66, -100])]);
+        let full = collate_packed(&[example(&[101, 103, 102], &[-100, 66, -100])]);
         assert!(full.packing.is_none());
         assert!(full.mlm_rows.equal(&full.mlm_positions));
     }

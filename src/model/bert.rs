@@ -80,8 +80,8 @@ pub struct Bert {
     /// `compute`, `BFloat16` (as Megatron-LM trains in bf16: half the activation memory and
     /// traffic; LayerNorm still accumulates its statistics in fp32).
     pub activations: Kind,
-    /// Run padded batches on their real tokens alone when the caller packs them
-    /// (`Batch::packing`; `train.unpad`). The caller reads it; the encoder follows the batch.
+    /// Whether the trainer packs padded batches (`Batch::packing`; `train.unpad`). The
+    /// trainer reads it; the encoder follows the batch.
     pub unpad: bool,
     embeddings: Embeddings,
     layers: Vec<Layer>,

@@ -410,6 +410,7 @@ fn train(
         c.train.max_steps,
         4,
         run.device,
+        c.train.unpad,
     );
     install_signal_handlers();
     let mut logger = dist.is_root().then(|| {
@@ -646,7 +647,7 @@ fn unpad_line(bert: &Bert, device: Device) -> String {
     }
 }
 
-/// With `bert.unpad`, a padded batch runs packed (`train.unpad`).
+/// A batch the loader packed (`train.unpad`) runs packed.
 fn batch_sums(
     bert: &Bert,
     b: &TensorBatch,
@@ -655,7 +656,7 @@ fn batch_sums(
 ) -> Result<crate::model::bert::Losses> {
     let padded = b.has_padding();
     let b = b.to_device(device)?;
-    let packing = b.packing.as_ref().filter(|_| bert.unpad);
+    let packing = b.packing.as_ref();
     let batch = Batch {
         input_ids: &b.input_ids,
         token_type_ids: &b.token_type_ids,
@@ -776,7 +777,7 @@ fn evaluate(
         let Some(examples) = examples else {
             return Ok(None);
         };
-        let batch = data_loader::collate(&examples);
+        let batch = data_loader::collate(&examples, bert.unpad);
         let s = tch::no_grad(|| batch_sums(bert, &batch, device, false))?;
         add_sums(&mut sums, &s, &batch);
         masked += batch.masked as f64;
