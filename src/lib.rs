@@ -1,5 +1,6 @@
 //! The BioBERT trainer: model, data loading, optimisation, distribution, checkpoints.
 pub mod commands;
+pub mod config;
 pub mod data;
 pub mod finetune;
 pub mod model;

@@ -9,8 +9,8 @@ use biobert::commands::doctor::{self, DoctorArgs};
 use biobert::commands::embed::{self, EmbedArgs};
 use biobert::commands::export::{self, ExportArgs};
 use biobert::commands::finetune::{self, FinetuneArgs};
+use biobert::commands::pretrain::{self, PretrainArgs};
 use biobert::runtime::torch_runtime;
-use biobert::train::pretrain::{self, PretrainArgs};
 
 #[derive(Parser)]
 #[command(

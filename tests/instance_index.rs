@@ -6,11 +6,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use biobert::config::run_config::{DataConfig, RunConfig};
 use biobert::data::corpus::{file_sha256, Corpus};
 use biobert::data::data_loader;
 use biobert::data::instance_index::{IndexStore, Part};
 use biobert::data::instances::{self, InstanceConfig, SpecialTokens};
-use biobert::train::run_config::{DataConfig, RunConfig};
 use common::*;
 
 fn corpus_dir() -> &'static Path {

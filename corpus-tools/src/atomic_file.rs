@@ -77,6 +77,30 @@ impl Write for AtomicFile {
     }
 }
 
+/// Writes `path` through `write`, which fills the temporary file it is given (a writer
+/// that takes a path, such as a tensor library's), then syncs it and renames it into place.
+/// On an error the temporary file is removed and `path` is untouched.
+pub fn write_via(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = temporary_path(path);
+    let written = write(&tmp).and_then(|()| {
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", tmp.display()))
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+}
+
+/// Writes `bytes` to `path` through a temporary file (see `write_via`).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via(path, |tmp| {
+        std::fs::write(tmp, bytes).with_context(|| format!("writing {}", tmp.display()))
+    })
+}
+
 pub fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(
         || path.display().to_string(),

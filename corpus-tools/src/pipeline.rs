@@ -37,6 +37,22 @@ pub struct OutputOptions {
     pub resume: bool,
 }
 
+/// What every step of one corpus-building run knows.
+struct Job<'a> {
+    command: &'a str,
+    tokenizer: Option<&'a WordPieceTokenizer>,
+    out: &'a Path,
+}
+
+/// What a run wrote, for its manifest.
+struct Outcome {
+    settings: Settings,
+    totals: Totals,
+    counts: Counts,
+    shards: Vec<ShardEntry>,
+    sources: Vec<SourceFile>,
+}
+
 /// `prepare` and `extract`: raw files in; token shards too when a tokenizer is given.
 pub fn build_from_raw(
     command: &str,
@@ -72,82 +88,12 @@ pub fn build_from_raw(
     };
     let done = open_output(output, &spec)?;
     let fresh = done.is_empty();
-    let result = (move || -> Result<Manifest> {
-        copy_vocab(tokenizer.as_ref(), &output.out)?;
-
-        let counters = Arc::new(Counters {
-            bytes: extraction.raw_bytes_read.clone(),
-            ..Counters::default()
-        });
-        let total = extraction.total_input_bytes();
-        eprintln!(
-            "{command}: {} input files, {:.1} MB",
-            extraction.inputs.len(),
-            total as f64 / 1e6
-        );
-        let progress = Progress::start("reading ids", total, counters.clone());
-        extraction.build_ledger()?;
-        // The first pass (record ids, deletions, supersessions) on its own line, so that
-        // both passes' rates can be told apart.
-        let seconds = progress.finish().as_secs_f64().max(1e-3);
-        eprintln!(
-            "reading ids: {:.1} s, {:.1} MB/s of input",
-            seconds,
-            total as f64 / 1e6 / seconds
-        );
-
-        let dtype = tokenizer
-            .as_ref()
-            .map(|t| TokenDtype::for_vocab_size(t.vocab_size()));
-        let mut sink = ShardSink::new(&output.out, true, dtype, target)?;
-        let resume_after = done.last().map(|e| e.end);
-        sink.resume_after(done);
-        let progress = Progress::start(command, total, counters.clone());
-        let result = extraction.extract(tokenizer.as_ref(), resume_after, |doc| {
-            count(&counters, &doc);
-            sink.push(doc)
-        });
-        let elapsed = progress.finish();
-        let summaries = match result {
-            Ok(s) => s,
-            Err(e) => {
-                sink.abandon();
-                return Err(e);
-            }
-        };
-        if counters.documents.load(Ordering::Relaxed) == 0 && resume_after.is_none() {
-            sink.abandon();
-            bail!(
-                "no document was kept from {} input file(s): every record was skipped or every file failed (see above)",
-                extraction.inputs.len()
-            );
-        }
-        let (shards, totals) = sink.finish()?;
-        let mut counts = extraction.ledger_counts.clone();
-        for s in &summaries {
-            counts.merge(&s.counts);
-        }
-        let sources = summaries
-            .into_iter()
-            .map(|s: FileSummary| s.source)
-            .collect();
-        let manifest = finish(
-            command,
-            settings,
-            tokenizer.as_ref(),
-            totals,
-            counts,
-            shards,
-            sources,
-            &output.out,
-        )?;
-        report(
-            &manifest,
-            elapsed.as_secs_f64(),
-            counters.bytes.load(Ordering::Relaxed),
-        );
-        Ok(manifest)
-    })();
+    let job = Job {
+        command,
+        tokenizer: tokenizer.as_ref(),
+        out: &output.out,
+    };
+    let result = extract_and_shard(&job, &mut extraction, settings, target, done);
     if result.is_err() && fresh {
         // Nothing finished: leave no folder that the next run would take for an
         // interrupted one.
@@ -158,6 +104,93 @@ pub fn build_from_raw(
 
 /// Removes what a failed run that finished no shard wrote: its run spec, the copy of the
 /// vocabulary, temporaries, and the folder itself when that leaves it empty.
+/// The two passes over the raw files (the record ledger, then the documents into shards)
+/// and the manifest.
+fn extract_and_shard(
+    job: &Job,
+    extraction: &mut Extraction,
+    settings: Settings,
+    target: Target,
+    done: Vec<ShardEntry>,
+) -> Result<Manifest> {
+    copy_vocab(job.tokenizer, job.out)?;
+    let counters = Arc::new(Counters {
+        bytes: extraction.raw_bytes_read.clone(),
+        ..Counters::default()
+    });
+    read_ids(job.command, extraction, &counters)?;
+    let total = extraction.total_input_bytes();
+    let dtype = job
+        .tokenizer
+        .map(|t| TokenDtype::for_vocab_size(t.vocab_size()));
+    let mut sink = ShardSink::new(job.out, true, dtype, target)?;
+    let resume_after = done.last().map(|e| e.end);
+    sink.resume_after(done);
+    let progress = Progress::start(job.command, total, counters.clone());
+    let result = extraction.extract(job.tokenizer, resume_after, |doc| {
+        count(&counters, &doc);
+        sink.push(doc)
+    });
+    let elapsed = progress.finish();
+    let summaries = match result {
+        Ok(s) => s,
+        Err(e) => {
+            sink.abandon();
+            return Err(e);
+        }
+    };
+    if counters.documents.load(Ordering::Relaxed) == 0 && resume_after.is_none() {
+        sink.abandon();
+        bail!(
+            "no document was kept from {} input file(s): every record was skipped or every file failed (see above)",
+            extraction.inputs.len()
+        );
+    }
+    let (shards, totals) = sink.finish()?;
+    let mut counts = extraction.ledger_counts.clone();
+    for s in &summaries {
+        counts.merge(&s.counts);
+    }
+    let sources = summaries
+        .into_iter()
+        .map(|s: FileSummary| s.source)
+        .collect();
+    let outcome = Outcome {
+        settings,
+        totals,
+        counts,
+        shards,
+        sources,
+    };
+    let manifest = finish(job, outcome)?;
+    report(
+        &manifest,
+        elapsed.as_secs_f64(),
+        counters.bytes.load(Ordering::Relaxed),
+    );
+    Ok(manifest)
+}
+
+/// The first pass (record ids, deletions, supersessions), on its own progress line so
+/// that both passes' rates can be told apart.
+fn read_ids(command: &str, extraction: &mut Extraction, counters: &Arc<Counters>) -> Result<()> {
+    let total = extraction.total_input_bytes();
+    eprintln!(
+        "{command}: {} input files, {:.1} MB",
+        extraction.inputs.len(),
+        total as f64 / 1e6
+    );
+    let progress = Progress::start("reading ids", total, counters.clone());
+    extraction.build_ledger()?;
+    let seconds = progress.finish().as_secs_f64().max(1e-3);
+    eprintln!(
+        "reading ids: {:.1} s, {:.1} MB/s of input",
+        seconds,
+        total as f64 / 1e6 / seconds
+    );
+    Ok(())
+}
+
 fn discard_unfinished(out: &Path) {
     let _ = crate::atomic_file::remove_temporaries(out);
     if let Ok(entries) = std::fs::read_dir(out) {
@@ -184,16 +217,7 @@ pub fn shard_text(
     output: &OutputOptions,
 ) -> Result<Manifest> {
     let text_manifest = Manifest::read(text_dir)?;
-    let texts: Vec<(PathBuf, &ShardEntry)> = text_manifest
-        .shards
-        .iter()
-        .map(|e| {
-            let digest = e.text.as_ref().with_context(|| {
-                format!("{}: shard {} has no text file", text_dir.display(), e.name)
-            })?;
-            Ok((text_dir.join(&digest.file), e))
-        })
-        .collect::<Result<_>>()?;
+    let texts = text_files(text_dir, &text_manifest)?;
     let settings = Settings {
         target_tokens: Some(target_tokens),
         target_text_bytes: None,
@@ -260,16 +284,7 @@ pub fn shard_text(
         return Err(e);
     }
     let (shards, totals) = sink.finish()?;
-    let sources = texts
-        .iter()
-        .map(|(path, e)| SourceFile {
-            path: path.display().to_string(),
-            collection: Collection::Text,
-            bytes: e.text.as_ref().map_or(0, |t| t.bytes),
-            sha256: e.text.as_ref().map_or(String::new(), |t| t.sha256.clone()),
-            error: None,
-        })
-        .collect();
+    let sources = text_sources(&texts);
     let mut counts = text_manifest.counts.clone();
     counts.0.insert("tokens".into(), totals.tokens);
     let long = counters.long_sentences.load(Ordering::Relaxed);
@@ -278,18 +293,52 @@ pub fn shard_text(
             .0
             .insert("skipped_sentences_over_4096_tokens".into(), long);
     }
-    let manifest = finish(
-        "shard",
+    let job = Job {
+        command: "shard",
+        tokenizer: Some(&tokenizer),
+        out: &output.out,
+    };
+    let outcome = Outcome {
         settings,
-        Some(&tokenizer),
         totals,
         counts,
         shards,
         sources,
-        &output.out,
-    )?;
+    };
+    let manifest = finish(&job, outcome)?;
     report(&manifest, elapsed.as_secs_f64(), total);
     Ok(manifest)
+}
+
+/// The text shards of a text corpus, by path.
+fn text_files<'m>(
+    text_dir: &Path,
+    manifest: &'m Manifest,
+) -> Result<Vec<(PathBuf, &'m ShardEntry)>> {
+    manifest
+        .shards
+        .iter()
+        .map(|e| {
+            let digest = e.text.as_ref().with_context(|| {
+                format!("{}: shard {} has no text file", text_dir.display(), e.name)
+            })?;
+            Ok((text_dir.join(&digest.file), e))
+        })
+        .collect()
+}
+
+/// The text shards as the token corpus' sources.
+fn text_sources(texts: &[(PathBuf, &ShardEntry)]) -> Vec<SourceFile> {
+    texts
+        .iter()
+        .map(|(path, e)| SourceFile {
+            path: path.display().to_string(),
+            collection: Collection::Text,
+            bytes: e.text.as_ref().map_or(0, |t| t.bytes),
+            sha256: e.text.as_ref().map_or(String::new(), |t| t.sha256.clone()),
+            error: None,
+        })
+        .collect()
 }
 
 fn tokenize_text_shard(
@@ -412,17 +461,16 @@ fn copy_vocab(tokenizer: Option<&WordPieceTokenizer>, out: &Path) -> Result<()> 
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    command: &str,
-    settings: Settings,
-    tokenizer: Option<&WordPieceTokenizer>,
-    totals: Totals,
-    mut counts: Counts,
-    shards: Vec<ShardEntry>,
-    sources: Vec<SourceFile>,
-    out: &Path,
-) -> Result<Manifest> {
+/// Writes the manifest of what the run wrote, and removes the run's resume records.
+fn finish(job: &Job, outcome: Outcome) -> Result<Manifest> {
+    let Outcome {
+        settings,
+        totals,
+        mut counts,
+        shards,
+        sources,
+    } = outcome;
+    let out = job.out;
     // Documents written by an earlier, resumed run count too.
     counts.0.insert("documents".into(), totals.documents);
     counts.0.insert("sentences".into(), totals.sentences);
@@ -432,8 +480,8 @@ fn finish(
     let manifest = Manifest {
         format: manifest::FORMAT.into(),
         tool: manifest::tool_version(),
-        command: command.into(),
-        tokenizer: tokenizer.map(|t| t.info.clone()),
+        command: job.command.into(),
+        tokenizer: job.tokenizer.map(|t| t.info.clone()),
         settings,
         totals,
         counts,

@@ -10,9 +10,10 @@ use anyhow::Result;
 use clap::Args;
 use tch::{Kind, Tensor};
 
+use crate::config::choices::{BackendRequest, DeviceRequest, ReduceDtype};
+use crate::config::run_config::DistributedConfig;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::GradientAllReduce;
-use crate::train::run_config::DistributedConfig;
 
 #[derive(Debug, Args)]
 pub struct BenchAllreduceArgs {
@@ -26,14 +27,14 @@ pub struct BenchAllreduceArgs {
     #[arg(long, default_value_t = 5)]
     pub iterations: usize,
     /// Where the gradient buffer lives: auto (the rank's GPU when there is one), cpu, cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[arg(long, value_enum, default_value_t = DeviceRequest::Auto)]
+    pub device: DeviceRequest,
     /// auto, nccl or mpi (as distributed.backend).
-    #[arg(long, default_value = "auto")]
-    pub backend: String,
+    #[arg(long, value_enum, default_value_t = BackendRequest::Auto)]
+    pub backend: BackendRequest,
     /// fp32 or bf16 (as distributed.reduce_dtype; NCCL only).
-    #[arg(long, default_value = "fp32")]
-    pub reduce_dtype: String,
+    #[arg(long, value_enum, default_value_t = ReduceDtype::Fp32)]
+    pub reduce_dtype: ReduceDtype,
     /// NCCL bucket size in MiB (as distributed.bucket_mb).
     #[arg(long, default_value_t = 64)]
     pub bucket_mb: u64,
@@ -44,14 +45,14 @@ pub fn run(args: &BenchAllreduceArgs) -> Result<()> {
 }
 
 fn bench(dist: &Distributed, args: &BenchAllreduceArgs) -> Result<()> {
-    let choice = crate::runtime::device_selection::select(&args.device, dist.local_rank)?;
+    let choice = crate::runtime::device_selection::select(args.device, dist.local_rank)?;
     if let (Some(note), true) = (&choice.note, dist.is_root()) {
         println!("{note}");
     }
     let device = choice.device;
     let config = DistributedConfig {
-        backend: args.backend.clone(),
-        reduce_dtype: args.reduce_dtype.clone(),
+        backend: args.backend,
+        reduce_dtype: args.reduce_dtype,
         bucket_mb: args.bucket_mb,
         ..DistributedConfig::default()
     };

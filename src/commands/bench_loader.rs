@@ -19,10 +19,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::config::run_config::RunConfig;
 use crate::data::corpus::Corpus;
 use crate::data::data_loader::{self, Layout};
 use crate::parallel::distributed::Distributed;
-use crate::train::run_config::RunConfig;
 
 #[derive(Debug, Args)]
 pub struct BenchLoaderArgs {
@@ -77,6 +77,18 @@ pub fn run(args: &BenchLoaderArgs) -> Result<()> {
         return Ok(());
     }
     Distributed::run_job(|dist| bench(dist, args))
+}
+
+/// What the timed steps saw on one rank.
+#[derive(Default)]
+struct Tally {
+    sequences: i64,
+    tokens: i64,
+    padding: i64,
+    padded_batches: usize,
+    /// The longest wait for a step, in seconds, and that step.
+    longest_wait: (f64, u64),
+    seconds: f64,
 }
 
 fn bench(dist: &Distributed, args: &BenchLoaderArgs) -> Result<()> {
@@ -135,35 +147,56 @@ fn bench(dist: &Distributed, args: &BenchLoaderArgs) -> Result<()> {
         batches.recv().context("the data loader stopped")??;
     }
     dist.barrier();
+    let tally = time_steps(&batches, first + args.warmup_steps, args.steps)?;
+    report(dist, args, &config, &layout, &tally, epoch0)
+}
+
+/// Receives `steps` steps' batches, timing each wait.
+fn time_steps(
+    batches: &crossbeam_channel::Receiver<Result<Vec<data_loader::TensorBatch>>>,
+    first: u64,
+    steps: u64,
+) -> Result<Tally> {
     let started = Instant::now();
-    let (mut sequences, mut tokens, mut padding, mut padded_batches) = (0i64, 0i64, 0i64, 0);
-    let mut longest_wait = (0f64, 0u64);
-    for k in 0..args.steps {
+    let mut t = Tally::default();
+    for k in 0..steps {
         let waited = Instant::now();
         let step = batches.recv().context("the data loader stopped")??;
         let wait = waited.elapsed().as_secs_f64();
-        if wait > longest_wait.0 {
-            longest_wait = (wait, first + args.warmup_steps + k);
+        if wait > t.longest_wait.0 {
+            t.longest_wait = (wait, first + k);
         }
-        sequences += step.iter().map(|b| b.sequences).sum::<i64>();
-        tokens += step.iter().map(|b| b.tokens).sum::<i64>();
-        padding += step.iter().map(|b| b.padding()).sum::<i64>();
-        padded_batches += step.iter().filter(|b| b.has_padding()).count();
+        t.sequences += step.iter().map(|b| b.sequences).sum::<i64>();
+        t.tokens += step.iter().map(|b| b.tokens).sum::<i64>();
+        t.padding += step.iter().map(|b| b.padding()).sum::<i64>();
+        t.padded_batches += step.iter().filter(|b| b.has_padding()).count();
     }
-    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    t.seconds = started.elapsed().as_secs_f64().max(1e-9);
+    Ok(t)
+}
+
+/// Sums the ranks' tallies (collective) and prints the table on rank 0.
+fn report(
+    dist: &Distributed,
+    args: &BenchLoaderArgs,
+    config: &RunConfig,
+    layout: &Layout,
+    t: &Tally,
+    epoch0: u64,
+) -> Result<()> {
     let mine = [
-        sequences as f64,
-        tokens as f64,
-        padding as f64,
-        padded_batches as f64,
+        t.sequences as f64,
+        t.tokens as f64,
+        t.padding as f64,
+        t.padded_batches as f64,
     ];
-    let rates = dist.all_gather_f64(sequences as f64 / seconds);
+    let rates = dist.all_gather_f64(t.sequences as f64 / t.seconds);
     let mut sums = mine;
     dist.all_reduce_f64(&mut sums);
-    let mut slowest = [seconds];
+    let mut slowest = [t.seconds];
     dist.all_reduce_max_f64(&mut slowest);
-    let waits = dist.all_gather_f64(longest_wait.0);
-    let wait_steps = dist.all_gather_f64(longest_wait.1 as f64);
+    let waits = dist.all_gather_f64(t.longest_wait.0);
+    let wait_steps = dist.all_gather_f64(t.longest_wait.1 as f64);
     let memory = private_memory_mb();
     let mut most = [memory.0, memory.1];
     dist.all_reduce_max_f64(&mut most);

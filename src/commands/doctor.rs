@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
+use crate::config::choices::BackendRequest;
+use crate::config::run_config::DistributedConfig;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::{self, GradientAllReduce, Topology};
-use crate::train::run_config::DistributedConfig;
 use anyhow::{anyhow, Result};
 use clap::Args;
 use tch::{Device, Kind, Tensor};
@@ -335,11 +336,10 @@ fn check_gradient_all_reduce(report: &mut Report, dist: &Distributed, cuda_devic
     let topology = Topology::gather(dist, device, nccl_loads);
     let config = DistributedConfig {
         backend: if topology.nccl_possible() {
-            "nccl"
+            BackendRequest::Nccl
         } else {
-            "auto"
-        }
-        .into(),
+            BackendRequest::Auto
+        },
         ..DistributedConfig::default()
     };
     let result = (|| -> Result<(String, f64, f64)> {

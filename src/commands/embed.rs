@@ -7,7 +7,7 @@
 //! `layer.L` [tokens, hidden] (f32) per requested layer (-1 is the last, 0 the
 //! embeddings). JSON lines follow extract_features.py's layout.
 
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,8 +16,10 @@ use clap::{Args, ValueEnum};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use crate::config::choices::Precision;
 use crate::model::bert::{Batch, Bert};
 use crate::model::hf_checkpoint;
+use crate::model::hf_folder::{encode, special_id};
 use crate::runtime::device_selection;
 use corpus_tools::tokenizer::WordPieceTokenizer;
 
@@ -54,15 +56,10 @@ pub struct EmbedArgs {
     /// cpu, cuda, cuda:N, or auto (the first GPU when there is one).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// fp32, or bf16 matrix products (faster on GPUs; LayerNorm and outputs stay fp32).
+    /// fp32, bf16 matrix products (faster on GPUs; LayerNorm and outputs stay fp32), or
+    /// auto (bf16 on GPUs, fp32 on CPUs).
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
-pub enum Precision {
-    Fp32,
-    Bf16,
 }
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
@@ -71,28 +68,21 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     let config = hf_checkpoint::read_config(&args.model)?;
     let vs = VarStore::new(Device::Cpu);
     let mut bert = Bert::new(&vs.root(), &config);
-    if args.precision == Precision::Bf16 {
-        bert.compute = tch::Kind::BFloat16;
-    }
+    bert.compute = args.precision.compute_kind(device);
     let (_, report) = hf_checkpoint::load_folder(&vs, &args.model)?;
     report.require_encoder(&args.model.display().to_string())?;
     let mut vs = vs;
     vs.set_device(device);
     let tokenizer = WordPieceTokenizer::load(
         &args.model.join("vocab.txt"),
-        crate::commands::export::lowercase_setting(&args.model),
+        crate::model::hf_folder::lowercase_setting(&args.model),
     )?;
     let layers = parse_layers(&args.layers, config.num_hidden_layers)?;
     let max_len = args
         .max_seq_len
         .clamp(2, config.max_position_embeddings as usize);
     let sentences = read_sentences(&args.input)?;
-    let special = |t: &str| {
-        tokenizer
-            .token_id(t)
-            .map(i64::from)
-            .with_context(|| format!("{}: vocab.txt has no {t}", args.model.display()))
-    };
+    let special = |t: &str| special_id(&tokenizer, t, &args.model);
     let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
     let ids: Vec<Vec<i64>> = sentences
         .iter()
@@ -164,24 +154,6 @@ fn read_sentences(path: &Path) -> Result<Vec<String>> {
         bail!("{}: no sentences", path.display());
     }
     Ok(out)
-}
-
-/// `[CLS]` word pieces `[SEP]`, truncated to `max_len`.
-/// [CLS] pieces [SEP], the pieces cut to fit `max_len`.
-pub fn encode(
-    tokenizer: &WordPieceTokenizer,
-    sentence: &str,
-    max_len: usize,
-    cls: i64,
-    sep: i64,
-) -> Result<Vec<i64>> {
-    let mut pieces = tokenizer.encode(sentence)?;
-    pieces.truncate(max_len - 2);
-    let mut ids = Vec::with_capacity(pieces.len() + 2);
-    ids.push(cls);
-    ids.extend(pieces.iter().map(|&p| i64::from(p)));
-    ids.push(sep);
-    Ok(ids)
 }
 
 /// Runs one padded batch; returns, per layer, each sentence's [len, hidden] on the CPU.
@@ -282,11 +254,10 @@ fn write_safetensors(
     for (l, states) in layers.iter().zip(per_layer) {
         tensors.push((format!("layer.{l}"), Tensor::cat(&states, 0)));
     }
-    let tmp = path.with_extension("tmp");
-    Tensor::write_safetensors(&tensors, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
-    Ok(())
+    corpus_tools::atomic_file::write_via(path, |tmp| {
+        Tensor::write_safetensors(&tensors, tmp)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
 }
 
 fn write_jsonl(
@@ -296,10 +267,7 @@ fn write_jsonl(
     layers: &[i64],
     per_layer: &[Vec<Tensor>],
 ) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut out = BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
+    let mut out = corpus_tools::atomic_file::AtomicFile::create(path)?;
     for (i, sentence) in ids.iter().enumerate() {
         let features: Vec<serde_json::Value> = sentence
             .iter()
@@ -322,8 +290,6 @@ fn write_jsonl(
         )?;
         out.write_all(b"\n")?;
     }
-    out.flush()?;
-    drop(out);
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    out.commit()?;
     Ok(())
 }

@@ -7,26 +7,26 @@
 //!   biobert finetune re --model biobert-v1.1-hf/ --data GAD/1/ --out ft/gad1
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use corpus_tools::tokenizer::WordPieceTokenizer;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
-use tensorboard_rs::summary_writer::SummaryWriter;
 
-use crate::commands::embed;
-use crate::commands::export::{follow_latest, lowercase_setting, write_json};
-use crate::finetune::class_metrics;
+use crate::config::finetune_config::FinetuneConfig;
 use crate::finetune::classifier::{self, Classifier, Head};
-use crate::finetune::entity_metrics;
-use crate::finetune::finetune_checkpoint::{self, FinetuneState};
-use crate::finetune::finetune_config::FinetuneConfig;
-use crate::finetune::ner_data::{self, TaggedSentence, Window, IGNORED};
+use crate::finetune::finetune_checkpoint;
+use crate::finetune::fit::{self, Fitted};
+use crate::finetune::ner_data::{self, Window};
 use crate::finetune::re_data::{self, Format};
+use crate::finetune::task::{evaluate, Records, Split, TaskData};
 use crate::finetune::trainer::{Input, Trainer};
+use crate::model::bert_config::BertConfig;
 use crate::model::hf_checkpoint;
+use crate::model::hf_folder::{
+    encode, follow_latest, lowercase_setting, special_id, write_json, write_tokenizer_files,
+};
 use crate::parallel::distributed::Distributed;
 use crate::runtime::device_selection;
 
@@ -106,35 +106,6 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
     })
 }
 
-/// Everything a task needs, read and checked before any output is written.
-struct TaskData {
-    head: Head,
-    name: &'static str,
-    labels: Vec<String>,
-    train: Vec<Input>,
-    dev: Option<Split>,
-    test: Split,
-    /// The positive class of a binary RE task.
-    positive: Option<usize>,
-}
-
-/// An evaluation split: its inputs and what maps predictions back to its records.
-struct Split {
-    path: PathBuf,
-    inputs: Vec<Input>,
-    records: Records,
-}
-
-enum Records {
-    Ner {
-        sentences: Vec<TaggedSentence>,
-        windows: Vec<Window>,
-    },
-    Re {
-        gold: Vec<usize>,
-    },
-}
-
 fn tokenizer(model: &Path) -> Result<WordPieceTokenizer> {
     WordPieceTokenizer::load(&model.join("vocab.txt"), lowercase_setting(model))
 }
@@ -209,12 +180,7 @@ impl TaskData {
         let (train_path, dev_path, test_path) = re_data::files(&common.data, format);
         let train = limit(re_data::read(&train_path, format)?, common.limit_train);
         let labels = re_data::label_set(&train);
-        let special = |t: &str| {
-            tokenizer
-                .token_id(t)
-                .map(i64::from)
-                .with_context(|| format!("the vocabulary has no {t}"))
-        };
+        let special = |t: &str| special_id(&tokenizer, t, &model);
         let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
         // [CLS] pieces [SEP], the pieces cut to fit (as BioBERT's scripts truncate).
         let encode = |examples: &[re_data::Example], gold: &[usize]| -> Result<Vec<Input>> {
@@ -223,7 +189,7 @@ impl TaskData {
                 .zip(gold)
                 .map(|(e, &g)| {
                     Ok(Input {
-                        input_ids: embed::encode(&tokenizer, &e.text, max_len, cls, sep)?,
+                        input_ids: encode(&tokenizer, &e.text, max_len, cls, sep)?,
                         targets: vec![g as i64],
                     })
                 })
@@ -263,71 +229,6 @@ fn load_config(common: &CommonArgs, defaults: &str) -> Result<FinetuneConfig> {
         Some(path) => FinetuneConfig::load(path, &common.set),
         None => FinetuneConfig::from_text(defaults, "the built-in defaults", &common.set),
     }
-}
-
-/// The scores of one split, as JSON, and its primary F1.
-fn evaluate(
-    trainer: &Trainer,
-    split: &Split,
-    labels: &[String],
-    positive: Option<usize>,
-) -> Result<(serde_json::Value, f64, Vec<String>)> {
-    let predicted = trainer.predict(&split.inputs)?;
-    match &split.records {
-        Records::Ner { sentences, windows } => {
-            let tags = ner_tags(sentences, windows, &predicted, labels);
-            let gold: Vec<Vec<String>> = sentences.iter().map(|s| s.labels.clone()).collect();
-            let scores = entity_metrics::score(&gold, &tags);
-            let f1 = scores.f1;
-            let lines = conll_lines(sentences, &tags);
-            Ok((serde_json::to_value(scores)?, f1, lines))
-        }
-        Records::Re { gold } => {
-            let guess: Vec<usize> = predicted.iter().map(|p| p[0]).collect();
-            let scores = class_metrics::score(gold, &guess, positive);
-            let f1 = scores.f1.unwrap_or(scores.micro_f1);
-            let mut lines = vec!["index\tgold\tpredicted".to_string()];
-            lines.extend(
-                gold.iter()
-                    .zip(&guess)
-                    .enumerate()
-                    .map(|(i, (g, p))| format!("{i}\t{}\t{}", labels[*g], labels[*p])),
-            );
-            Ok((serde_json::to_value(scores)?, f1, lines))
-        }
-    }
-}
-
-/// Each word's predicted tag: the prediction at its first piece, in its window.
-fn ner_tags(
-    sentences: &[TaggedSentence],
-    windows: &[Window],
-    predicted: &[Vec<usize>],
-    labels: &[String],
-) -> Vec<Vec<String>> {
-    let mut tags: Vec<Vec<String>> = sentences
-        .iter()
-        .map(|s| vec!["O".to_string(); s.words.len()])
-        .collect();
-    for (w, p) in windows.iter().zip(predicted) {
-        let firsts = w.labels.iter().enumerate().filter(|(_, &l)| l != IGNORED);
-        for ((position, _), word) in firsts.zip(w.words.0..w.words.1) {
-            tags[w.sentence][word] = labels[p[position]].clone();
-        }
-    }
-    tags
-}
-
-/// conlleval's input: `token gold predicted` a line, a blank line after each sentence.
-fn conll_lines(sentences: &[TaggedSentence], tags: &[Vec<String>]) -> Vec<String> {
-    let mut lines = Vec::new();
-    for (s, t) in sentences.iter().zip(tags) {
-        for ((word, gold), guess) in s.words.iter().zip(&s.labels).zip(t) {
-            lines.push(format!("{word} {gold} {guess}"));
-        }
-        lines.push(String::new());
-    }
-    lines
 }
 
 fn run_task(
@@ -399,28 +300,42 @@ fn train_and_write(
     model_dir: &Path,
     resume: Option<&Path>,
 ) -> Result<()> {
-    let threads = crate::runtime::thread_budget::apply(dist.local_size, config.threads);
-    let choice = device_selection::select(&config.device, dist.local_rank)?;
-    let device = choice.device;
-    let bert_config = hf_checkpoint::read_config(model_dir)?;
-    if config.max_seq_len as i64 > bert_config.max_position_embeddings {
-        bail!(
-            "max_seq_len = {} is more than the model's {} positions",
-            config.max_seq_len,
-            bert_config.max_position_embeddings
-        );
+    let (mut trainer, bert_config) = load_trainer(dist, task, config, model_dir)?;
+    let fitted = fit::fit(&mut trainer, dist, task, config, &common.out, resume)?;
+    if dist.is_root() {
+        write_outputs(
+            common,
+            &trainer,
+            task,
+            config,
+            model_dir,
+            &bert_config,
+            &fitted,
+        )?;
     }
+    dist.barrier();
+    Ok(())
+}
+
+/// The classifier on `model_dir`'s encoder with a new head, on this rank's device, and the
+/// trainer over it.
+fn load_trainer<'a>(
+    dist: &'a Distributed,
+    task: &TaskData,
+    config: &FinetuneConfig,
+    model_dir: &Path,
+) -> Result<(Trainer<'a>, BertConfig)> {
+    let threads = crate::runtime::thread_budget::apply(dist.local_size, config.threads);
+    let device = device_selection::select(config.device, dist.local_rank)?.device;
+    let bert_config = hf_checkpoint::read_config(model_dir)?;
+    bert_config.check_sequence_length("max_seq_len", config.max_seq_len)?;
     // The head's initialisation comes from torch's generator: seeded, it is repeatable.
     tch::manual_seed(config.seed as i64);
-    let vs = VarStore::new(Device::Cpu);
+    let mut vs = VarStore::new(Device::Cpu);
     let mut model = Classifier::new(&vs.root(), &bert_config, task.head, task.labels.len());
     let (_, report) = hf_checkpoint::load_folder(&vs, model_dir)?;
     report.require_encoder(&model_dir.display().to_string())?;
-    model.bert.compute = match (config.precision.as_str(), device) {
-        ("bf16", _) | ("auto", Device::Cuda(_)) => tch::Kind::BFloat16,
-        _ => tch::Kind::Float,
-    };
-    let mut vs = vs;
+    model.bert.compute = config.precision.compute_kind(device);
     vs.set_device(device);
     let pad = tokenizer(model_dir)?.token_id("[PAD]").map_or(0, i64::from);
     if dist.is_root() {
@@ -443,127 +358,22 @@ fn train_and_write(
             toml::to_string(config)?.trim().replace('\n', ", ")
         );
     }
-    let mut trainer = Trainer::new(model, vs, dist, device, config, task.train.len(), pad)?;
-    let mut writer = dist
-        .is_root()
-        .then(|| SummaryWriter::new(common.out.join("tensorboard")));
-    let started = Instant::now();
-    let total_steps = trainer.steps_per_epoch * config.epochs;
-    let (mut best, mut best_f1, mut best_epoch) = (None, f64::NEG_INFINITY, config.epochs);
-    let select = config.select_on_dev && task.dev.is_some();
-    let mut first_epoch = 0;
-    if let Some(dir) = resume {
-        let saved = finetune_checkpoint::load(dir)?;
-        finetune_checkpoint::check_same_run(&saved.state, task.name, &task.labels, config, dir)?;
-        trainer.restore(&saved.parameters.into_iter().collect::<Vec<_>>())?;
-        trainer.load_optimizer_state(saved.optimizer, saved.state.step)?;
-        best = saved.best.map(|b| b.into_iter().collect::<Vec<_>>());
-        best_f1 = saved.state.best_f1.unwrap_or(f64::NEG_INFINITY);
-        best_epoch = saved.state.best_epoch;
-        first_epoch = saved.state.epoch;
-        if dist.is_root() {
-            println!(
-                "resume: after epoch {first_epoch} of {} from {}",
-                config.epochs,
-                dir.display()
-            );
-        }
-    }
-    let steps_at_start = trainer.step;
-    for epoch in first_epoch..config.epochs {
-        let loss = trainer.epoch(&task.train, epoch, |step, loss| {
-            if let Some(w) = writer.as_mut() {
-                w.add_scalar("train/loss", loss as f32, step as usize);
-            }
-        })?;
-        // The development set is scored each epoch only to choose one.
-        let dev = match &task.dev {
-            Some(split) if select => {
-                Some(evaluate(&trainer, split, &task.labels, task.positive)?.1)
-            }
-            _ => None,
-        };
-        let improved = dev.is_some_and(|f| f > best_f1);
-        if select && improved {
-            best_f1 = dev.unwrap_or(0.0);
-            best_epoch = epoch + 1;
-            best = Some(trainer.snapshot());
-        }
-        if let Some(w) = writer.as_mut() {
-            if let Some(f) = dev {
-                w.add_scalar("dev/f1", f as f32, trainer.step as usize);
-            }
-            w.flush();
-        }
-        if dist.is_root() {
-            let state = FinetuneState {
-                task: task.name.to_string(),
-                epoch: epoch + 1,
-                step: trainer.step,
-                best_f1: best_f1.is_finite().then_some(best_f1),
-                best_epoch,
-                labels: task.labels.clone(),
-                config: config.clone(),
-            };
-            finetune_checkpoint::save(
-                &common.out,
-                &state,
-                &trainer.snapshot(),
-                &trainer.optimizer_state(),
-                best.as_deref(),
-            )?;
-            let elapsed = started.elapsed().as_secs_f64();
-            let done = (trainer.step - steps_at_start).max(1) as f64;
-            let left = elapsed / done * (total_steps - trainer.step) as f64;
-            println!(
-                "epoch {}/{}: loss {loss:.4}{} | {:.0} s, ETA {}",
-                epoch + 1,
-                config.epochs,
-                dev.map_or(String::new(), |f| format!(
-                    ", dev F1 {:.4}{}",
-                    f,
-                    if select && improved { " (best)" } else { "" }
-                )),
-                elapsed,
-                clock(left)
-            );
-        }
-        dist.barrier();
-        injected_failure(epoch + 1)?;
-    }
-    if let Some(saved) = &best {
-        trainer.restore(saved)?;
-    }
-    let train_seconds = started.elapsed().as_secs_f64();
-    if dist.is_root() {
-        write_outputs(
-            common,
-            &trainer,
-            task,
-            config,
-            model_dir,
-            &bert_config,
-            best_epoch,
-            select,
-            train_seconds,
-        )?;
-    }
-    dist.barrier();
-    Ok(())
+    let trainer = Trainer::new(model, vs, dist, device, config, task.train.len(), pad)?;
+    Ok((trainer, bert_config))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// metrics.json, the predictions, the optional logits, the Hugging Face folder and the
+/// configuration that ran; the epoch checkpoints go.
 fn write_outputs(
     common: &CommonArgs,
     trainer: &Trainer,
     task: &TaskData,
     config: &FinetuneConfig,
     model_dir: &Path,
-    bert_config: &crate::model::bert_config::BertConfig,
-    best_epoch: u64,
-    select: bool,
-    train_seconds: f64,
+    bert_config: &BertConfig,
+    fitted: &Fitted,
 ) -> Result<()> {
+    let (best_epoch, select) = (fitted.epoch, fitted.chosen_on_dev);
     let out = common.out.as_path();
     let write = |name: &str, lines: &[String]| -> Result<()> {
         let mut text = lines.join("\n");
@@ -596,7 +406,7 @@ fn write_outputs(
         &task.labels,
     )?;
     let lowercase = lowercase_setting(model_dir).unwrap_or(true);
-    crate::commands::export::write_tokenizer_files(
+    write_tokenizer_files(
         &model_out,
         &model_dir.join("vocab.txt"),
         lowercase,
@@ -610,7 +420,7 @@ fn write_outputs(
         "epochs": config.epochs,
         "selected_epoch": best_epoch,
         "selection": if select { "best development F1" } else { "last epoch (no development set, or select_on_dev = false)" },
-        "train_seconds": train_seconds,
+        "train_seconds": fitted.train_seconds,
         "dev": dev,
         "test": test,
     });
@@ -624,18 +434,4 @@ fn write_outputs(
         out.display()
     );
     Ok(())
-}
-
-/// `BIOBERT_FAIL_AFTER_EPOCH=N` fails the run once epoch N's checkpoint is written: a
-/// fault injection for testing `--resume auto`.
-fn injected_failure(epoch: u64) -> Result<()> {
-    if std::env::var("BIOBERT_FAIL_AFTER_EPOCH").is_ok_and(|v| v == epoch.to_string()) {
-        bail!("injected failure after epoch {epoch} (BIOBERT_FAIL_AFTER_EPOCH)");
-    }
-    Ok(())
-}
-
-fn clock(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

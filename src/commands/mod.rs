@@ -1,4 +1,5 @@
-//! The subcommands other than pretrain: doctor, embed, export and the benchmarks.
+//! The subcommands: each parses its arguments, loads what it needs, hands the work to the
+//! part that does it and writes the results.
 
 pub mod bench_allreduce;
 pub mod bench_loader;
@@ -6,3 +7,4 @@ pub mod doctor;
 pub mod embed;
 pub mod export;
 pub mod finetune;
+pub mod pretrain;

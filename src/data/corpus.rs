@@ -122,7 +122,8 @@ impl Corpus {
     }
 }
 
-/// The sha256 of a vocabulary file, as the manifest records it.
+/// The sha256 of a file (a vocabulary, the manifest) in hex, as the manifest records
+/// its files' hashes.
 pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     Ok(Sha256::digest(&bytes)

@@ -14,13 +14,13 @@ use std::path::Path;
 
 use anyhow::bail;
 
+use crate::config::run_config::DataConfig;
 use crate::data::corpus::Corpus;
 use crate::data::instance_index::{BuildReport, EpochIndex, IndexStore, Part, RECORD};
 use crate::data::instances::{self, Example, InstanceConfig, SpecialTokens};
 use crate::model::packing::Packing;
 use crate::runtime::pinned_memory;
 use crate::runtime::thread_budget;
-use crate::train::run_config::DataConfig;
 
 /// Held-out instances use their own epoch key, so they never depend on training epochs.
 const HELDOUT_EPOCH: u64 = u64::MAX;
@@ -386,7 +386,7 @@ pub fn prefetch(
     pack: bool,
 ) -> Receiver<anyhow::Result<Vec<TensorBatch>>> {
     let (tx, rx) = bounded(depth.max(1));
-    let stall_at = injected_stall();
+    let stall_at = crate::runtime::fault_injection::loader_stall_step();
     std::thread::spawn(move || {
         for step in first_step..last_step {
             if stall_at == Some(step) {
@@ -414,13 +414,6 @@ pub fn prefetch(
         }
     });
     rx
-}
-
-/// `BIOBERT_LOADER_STALL_AT=STEP` makes the loader hang before that step's batches (zero
-/// based): a fault injection for testing that a stop signal reaches a run whose loader is
-/// busy.
-fn injected_stall() -> Option<u64> {
-    std::env::var("BIOBERT_LOADER_STALL_AT").ok()?.parse().ok()
 }
 
 #[cfg(test)]

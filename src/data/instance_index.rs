@@ -34,8 +34,8 @@ use sha2::{Digest, Sha256};
 
 use crate::data::build_lock::{self, BuildLock, LockWatch};
 use crate::data::corpus::Corpus;
-use crate::data::instances::{self, Instance, InstanceConfig, KEY_ORDER};
-use crate::data::rng::Rng;
+use crate::data::instances::{self, Instance, InstanceConfig};
+use crate::data::rng::{Rng, Stream};
 
 const MAGIC: &[u8; 8] = b"BBINSTIX";
 const VERSION: u32 = 1;
@@ -353,7 +353,7 @@ impl IndexStore {
 
         let started = Instant::now();
         shuffle_prefetched(
-            &mut Rng::for_keys(&[self.config.seed, KEY_ORDER, epoch_key]),
+            &mut Rng::for_keys(&[self.config.seed, Stream::Order.key(), epoch_key]),
             as_records(&mut map[HEADER..]),
         );
         write_header(&mut map[..HEADER], total, epoch_key, &self.key);

@@ -15,13 +15,7 @@
 use rayon::prelude::*;
 
 use crate::data::corpus::Corpus;
-use crate::data::rng::Rng;
-
-/// Stream keys, so that the generators of the different draws never coincide.
-const KEY_DOCUMENT: u64 = 1;
-pub const KEY_ORDER: u64 = 2;
-const KEY_SAMPLE: u64 = 3;
-const KEY_HELDOUT: u64 = 4;
+use crate::data::rng::{Rng, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instance {
@@ -109,7 +103,7 @@ pub fn split_counts(corpus: &Corpus, heldout_fraction: f64, seed: u64) -> (usize
 }
 
 fn is_heldout(d: u64, heldout_fraction: f64, seed: u64) -> bool {
-    Rng::for_keys(&[seed, KEY_HELDOUT, d]).uniform() < heldout_fraction
+    Rng::for_keys(&[seed, Stream::Heldout.key(), d]).uniform() < heldout_fraction
 }
 
 /// The epoch's instances in training order, built in memory: the definition that the
@@ -135,14 +129,14 @@ pub fn epoch_instances(
         })
         .collect();
     let mut out = per_document.concat();
-    Rng::for_keys(&[config.seed, KEY_ORDER, epoch]).shuffle(&mut out);
+    Rng::for_keys(&[config.seed, Stream::Order.key(), epoch]).shuffle(&mut out);
     out
 }
 
 /// The stream document `d` draws its instances from in `epoch`; its first uniform decides
 /// whether the document aims at a short target (`short_seq_prob`).
 pub fn document_rng(config: &InstanceConfig, epoch: u64, d: u64) -> Rng {
-    Rng::for_keys(&[config.seed, KEY_DOCUMENT, epoch, d])
+    Rng::for_keys(&[config.seed, Stream::Document.key(), epoch, d])
 }
 
 /// Google's `create_instances_from_document`, on sentence lengths: the instances of
@@ -232,7 +226,7 @@ pub fn make_example(
     epoch: u64,
     sample: u64,
 ) -> anyhow::Result<Example> {
-    let mut rng = Rng::for_keys(&[config.seed, KEY_SAMPLE, epoch, sample]);
+    let mut rng = Rng::for_keys(&[config.seed, Stream::Sample.key(), epoch, sample]);
     let length =
         |range: (u64, u64)| -> usize { (range.0..range.1).map(|q| corpus.sequence_len(q)).sum() };
     let (a_window, b_window) = truncate_seq_pair(

@@ -3,6 +3,35 @@
 //! on any rank after any restart without replaying earlier draws. SplitMix64 mixes the
 //! tuple into a seed; xoshiro256++ produces the stream.
 
+/// What a random stream is for: its key follows the seed in every stream's key tuple, so
+/// that the generators of different draws never coincide. Every purpose is listed here, so
+/// a collision would be two equal numbers in one enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Pretraining: the segment-B document of a random next sentence, per (epoch, document).
+    Document = 1,
+    /// Pretraining: the order of an epoch's instances.
+    Order = 2,
+    /// Pretraining: the masks of one sample, per (epoch, sample).
+    Sample = 3,
+    /// Pretraining: whether a document is held out for evaluation.
+    Heldout = 4,
+    /// Pretraining: the dropout of a micro-batch, per first global sample.
+    Dropout = 5,
+    /// Fine-tuning: the order of an epoch's inputs.
+    FinetuneOrder = 11,
+    /// Fine-tuning: the dropout of a rank's share of a step.
+    FinetuneDropout = 12,
+    /// Fine-tuning: the order of the length-grouped batches.
+    FinetuneBatches = 13,
+}
+
+impl Stream {
+    pub fn key(self) -> u64 {
+        self as u64
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rng {
     s: [u64; 4],

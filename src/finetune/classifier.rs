@@ -114,11 +114,9 @@ pub fn write_hf_classifier(
     labels: &[String],
 ) -> Result<()> {
     let named = exported_variables(vs, head);
-    let tmp = dir.join("model.safetensors.tmp");
-    Tensor::write_safetensors(&named, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join("model.safetensors"))
-        .with_context(|| format!("renaming {}", tmp.display()))?;
+    corpus_tools::atomic_file::write_via(&dir.join("model.safetensors"), |tmp| {
+        Tensor::write_safetensors(&named, tmp).with_context(|| format!("writing {}", tmp.display()))
+    })?;
     let mut json = config.to_hf_json();
     json["architectures"] = serde_json::json!([head.architecture()]);
     json["id2label"] = labels
@@ -133,5 +131,5 @@ pub fn write_hf_classifier(
         .map(|(i, l)| (l.clone(), serde_json::json!(i)))
         .collect::<serde_json::Map<_, _>>()
         .into();
-    crate::commands::export::write_json(&dir.join("config.json"), &json)
+    crate::model::hf_folder::write_json(&dir.join("config.json"), &json)
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::finetune::finetune_config::FinetuneConfig;
+use crate::config::finetune_config::FinetuneConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneState {

@@ -5,20 +5,16 @@
 use anyhow::{bail, Result};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::data::rng::Rng;
+use crate::config::finetune_config::FinetuneConfig;
+use crate::config::run_config::DistributedConfig;
+use crate::data::rng::{Rng, Stream};
 use crate::finetune::classifier::{Classifier, Head};
-use crate::finetune::finetune_config::FinetuneConfig;
 use crate::finetune::ner_data::IGNORED;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::GradientAllReduce;
 use crate::train::flat_parameters::FlatParameters;
-use crate::train::optimizer::{self, Optimizer};
-use crate::train::run_config::DistributedConfig;
+use crate::train::optimizer::Optimizer;
 
-/// Stream keys of fine-tuning's draws.
-const KEY_ORDER: u64 = 11;
-const KEY_DROPOUT: u64 = 12;
-const KEY_BATCHES: u64 = 13;
 /// Batches per length-sorted group (transformers' LengthGroupedSampler uses 50).
 const MEGA_BATCH: usize = 50;
 
@@ -62,11 +58,7 @@ impl<'a> Trainer<'a> {
         }
         let steps_per_epoch = train_size.div_ceil(config.batch_size) as u64;
         let flat = FlatParameters::new(vs.variables().into_iter().collect(), device);
-        let micro = config.batch_size.div_ceil(dist.size);
-        let optimizer = Optimizer::new(
-            flat,
-            &config.optimizer(steps_per_epoch * config.epochs, micro),
-        );
+        let optimizer = Optimizer::new(flat, &config.optimizer());
         let reducer = GradientAllReduce::new(dist, &DistributedConfig::default(), device)?;
         Ok(Trainer {
             model,
@@ -92,7 +84,7 @@ impl<'a> Trainer<'a> {
         let order = epoch_order(inputs, &self.config, epoch);
         let schedule = self
             .config
-            .optimizer(self.steps_per_epoch * self.config.epochs, 1);
+            .schedule(self.steps_per_epoch * self.config.epochs);
         let mut total = 0.0;
         for (s, batch) in order.chunks(self.config.batch_size).enumerate() {
             // This rank's share: every world-th sequence of the global batch.
@@ -111,8 +103,7 @@ impl<'a> Trainer<'a> {
                 );
             }
             self.optimizer.clip(norm, self.config.max_grad_norm);
-            self.optimizer
-                .step(optimizer::learning_rate(&schedule, self.step))?;
+            self.optimizer.step(schedule.learning_rate(self.step))?;
             self.optimizer.zero_grad();
             self.step += 1;
             total += loss;
@@ -132,7 +123,7 @@ impl<'a> Trainer<'a> {
         if !mine.is_empty() {
             let seed = Rng::for_keys(&[
                 self.config.seed,
-                KEY_DROPOUT,
+                Stream::FinetuneDropout.key(),
                 epoch,
                 step,
                 self.dist.rank as u64,
@@ -322,7 +313,7 @@ impl<'a> Trainer<'a> {
 /// `LengthGroupedSampler` idea), so that a batch pads little.
 pub fn epoch_order(inputs: &[Input], config: &FinetuneConfig, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..inputs.len()).collect();
-    Rng::for_keys(&[config.seed, KEY_ORDER, epoch]).shuffle(&mut order);
+    Rng::for_keys(&[config.seed, Stream::FinetuneOrder.key(), epoch]).shuffle(&mut order);
     if !config.group_by_length {
         return order;
     }
@@ -331,7 +322,7 @@ pub fn epoch_order(inputs: &[Input], config: &FinetuneConfig, epoch: u64) -> Vec
         mega.sort_by_key(|&i| std::cmp::Reverse(inputs[i].input_ids.len()));
     }
     let mut batches: Vec<&[usize]> = order.chunks(b).collect();
-    Rng::for_keys(&[config.seed, KEY_BATCHES, epoch]).shuffle(&mut batches);
+    Rng::for_keys(&[config.seed, Stream::FinetuneBatches.key(), epoch]).shuffle(&mut batches);
     batches.concat()
 }
 

@@ -80,9 +80,6 @@ pub struct Bert {
     /// `compute`, `BFloat16` (as Megatron-LM trains in bf16: half the activation memory and
     /// traffic; LayerNorm still accumulates its statistics in fp32).
     pub activations: Kind,
-    /// Whether the trainer packs padded batches (`Batch::packing`; `train.unpad`). The
-    /// trainer reads it; the encoder follows the batch.
-    pub unpad: bool,
     embeddings: Embeddings,
     layers: Vec<Layer>,
     pooler: nn::Linear,
@@ -195,7 +192,6 @@ impl Bert {
             config: config.clone(),
             compute: Kind::Float,
             activations: Kind::Float,
-            unpad: false,
             embeddings,
             layers,
             pooler,

@@ -88,6 +88,17 @@ impl BertConfig {
         Ok(config)
     }
 
+    /// Sequences of `len` tokens (the setting `key`) need a position embedding each.
+    pub fn check_sequence_length(&self, key: &str, len: usize) -> Result<()> {
+        if len as i64 > self.max_position_embeddings {
+            bail!(
+                "{key} = {len} exceeds the model's max_position_embeddings {}",
+                self.max_position_embeddings
+            );
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.hidden_size % self.num_attention_heads != 0 {
             bail!(

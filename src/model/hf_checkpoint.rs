@@ -233,14 +233,10 @@ pub fn write_weights(vs: &VarStore, path: &Path) -> Result<()> {
             )
         })
         .collect();
-    let tmp = path.with_extension("safetensors.tmp");
-    if let Err(e) = Tensor::write_safetensors(&tensors, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} into place", tmp.display()))?;
-    Ok(())
+    corpus_tools::atomic_file::write_via(path, |tmp| {
+        Tensor::write_safetensors(&tensors, tmp)
+            .with_context(|| format!("writing {}", path.display()))
+    })
 }
 
 #[cfg(test)]

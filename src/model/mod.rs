@@ -6,6 +6,7 @@ pub mod bert_config;
 pub mod flash_attention;
 pub mod flops;
 pub mod hf_checkpoint;
+pub mod hf_folder;
 pub mod packing;
 pub mod tf_checkpoint;
 pub mod torch_pickle;

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::config::choices::{BackendRequest, ReduceDtype};
+use crate::config::run_config::DistributedConfig;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::nccl::{Comm, DataType, Nccl, UniqueId};
 use crate::runtime::cuda_runtime::{CudaRuntime, Event, Stream, DEFAULT_STREAM};
-use crate::train::run_config::DistributedConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backend {
@@ -90,18 +91,20 @@ pub fn open_nccl(device: Device) -> Result<Nccl, String> {
     }
 }
 
-/// The backend for `requested` ("auto", "nccl" or "mpi").
-pub fn choose(requested: &str, topology: &Topology) -> Result<Backend> {
+/// The backend for `requested` (`distributed.backend`).
+pub fn choose(requested: BackendRequest, topology: &Topology) -> Result<Backend> {
     let t = topology;
     match requested {
-        "nccl" if !t.all_on_gpus => bail!("distributed.backend = nccl needs a GPU on every rank"),
-        "nccl" if !t.nccl_everywhere => {
+        BackendRequest::Nccl if !t.all_on_gpus => {
+            bail!("distributed.backend = nccl needs a GPU on every rank")
+        }
+        BackendRequest::Nccl if !t.nccl_everywhere => {
             bail!("distributed.backend = nccl: libnccl.so.2 could not be loaded on every rank (biobert doctor says why)")
         }
         // Forced NCCL runs even with one rank, so that the path can be checked alone.
-        "nccl" => Ok(Backend::Nccl),
+        BackendRequest::Nccl => Ok(Backend::Nccl),
         _ if t.world_size == 1 => Ok(Backend::Single),
-        "mpi" => Ok(Backend::Mpi),
+        BackendRequest::Mpi => Ok(Backend::Mpi),
         _ if t.nccl_possible() => Ok(Backend::Nccl),
         _ => Ok(Backend::Mpi),
     }
@@ -124,7 +127,7 @@ impl GradientAllReduce {
     ) -> Result<GradientAllReduce> {
         let nccl = open_nccl(device);
         let topology = Topology::gather(dist, device, nccl.is_ok());
-        let backend = choose(&config.backend, &topology)?;
+        let backend = choose(config.backend, &topology)?;
         let nccl = match (backend, nccl, device) {
             (Backend::Nccl, Ok(lib), Device::Cuda(gpu)) => {
                 Some(NcclReducer::new(dist, lib, gpu, config)?)
@@ -286,9 +289,9 @@ impl NcclReducer {
                     dist.rank
                 )
             })?;
-        let dtype = match config.reduce_dtype.as_str() {
-            "bf16" => DataType::BFloat16,
-            _ => DataType::Float32,
+        let dtype = match config.reduce_dtype {
+            ReduceDtype::Bf16 => DataType::BFloat16,
+            ReduceDtype::Fp32 => DataType::Float32,
         };
         let (nccl, cuda) = (Arc::new(nccl), Arc::new(cuda));
         let events = (|| {
@@ -520,7 +523,7 @@ mod tests {
 
     #[test]
     fn auto_takes_nccl_only_with_a_gpu_per_rank() {
-        let auto = |t| choose("auto", &t).unwrap();
+        let auto = |t| choose(BackendRequest::Auto, &t).unwrap();
         assert_eq!(auto(topology(1, true, false, true)), Backend::Single);
         assert_eq!(auto(topology(8, true, false, true)), Backend::Nccl);
         // Two ranks on one GPU: NCCL would refuse ("Duplicate GPU detected").
@@ -532,16 +535,16 @@ mod tests {
     #[test]
     fn overrides_are_obeyed_or_refused() {
         assert_eq!(
-            choose("nccl", &topology(1, true, false, true)).unwrap(),
+            choose(BackendRequest::Nccl, &topology(1, true, false, true)).unwrap(),
             Backend::Nccl
         );
         assert_eq!(
-            choose("mpi", &topology(4, true, false, true)).unwrap(),
+            choose(BackendRequest::Mpi, &topology(4, true, false, true)).unwrap(),
             Backend::Mpi
         );
-        let err = choose("nccl", &topology(2, false, false, false)).unwrap_err();
+        let err = choose(BackendRequest::Nccl, &topology(2, false, false, false)).unwrap_err();
         assert!(err.to_string().contains("needs a GPU"), "{err}");
-        let err = choose("nccl", &topology(2, true, false, false)).unwrap_err();
+        let err = choose(BackendRequest::Nccl, &topology(2, true, false, false)).unwrap_err();
         assert!(err.to_string().contains("libnccl.so.2"), "{err}");
     }
 

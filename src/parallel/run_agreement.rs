@@ -11,7 +11,7 @@ use crate::parallel::distributed::Distributed;
 
 /// A configuration as sorted "section.key = value" lines, which `differences` compares
 /// key by key.
-pub fn flatten(config: &crate::train::run_config::RunConfig) -> String {
+pub fn flatten(config: &crate::config::run_config::RunConfig) -> String {
     let value = toml::Value::try_from(config).expect("the config serialises");
     let mut lines = Vec::new();
     if let toml::Value::Table(sections) = value {
@@ -95,8 +95,8 @@ mod tests {
     #[test]
     fn a_config_flattens_to_its_keys() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let c =
-            crate::train::run_config::RunConfig::load(&dir.join("configs/tiny.toml"), &[]).unwrap();
+        let c = crate::config::run_config::RunConfig::load(&dir.join("configs/tiny.toml"), &[])
+            .unwrap();
         let text = flatten(&c);
         assert!(text.contains("train.learning_rate = 0.001\n"), "{text}");
         let mut other = c.clone();

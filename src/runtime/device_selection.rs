@@ -9,23 +9,7 @@ use crate::runtime::cuda_driver::CudaDriver;
 use crate::runtime::torch_runtime::{self, CudaLibrary};
 
 /// What the user asked for (`train.device`, `--device`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Request {
-    Auto,
-    Cuda,
-    Cpu,
-}
-
-impl Request {
-    pub fn parse(s: &str) -> Result<Request, String> {
-        match s {
-            "auto" => Ok(Request::Auto),
-            "cuda" => Ok(Request::Cuda),
-            "cpu" => Ok(Request::Cpu),
-            other => Err(format!("device {other:?}: expected auto, cuda or cpu")),
-        }
-    }
-}
+pub use crate::config::choices::DeviceRequest as Request;
 
 /// The facts the choice depends on, gathered once (injected in tests).
 #[derive(Debug, Clone)]
@@ -127,29 +111,25 @@ pub fn decide(request: Request, facts: &CudaFacts, local_rank: usize) -> Result<
 }
 
 /// Probes this host and decides; the error is one line for the user.
-pub fn select(request: &str, local_rank: usize) -> anyhow::Result<Choice> {
-    let request = Request::parse(request).map_err(anyhow::Error::msg)?;
+pub fn select(request: Request, local_rank: usize) -> anyhow::Result<Choice> {
     decide(request, &CudaFacts::probe(), local_rank).map_err(anyhow::Error::msg)
 }
 
 /// A `--device` flag: auto, cpu, cuda (the first GPU) or cuda:N, checked against this
 /// host; a note about the choice goes to stderr.
 pub fn parse(spec: &str) -> anyhow::Result<Device> {
-    let (request, ordinal) = match spec.strip_prefix("cuda:") {
-        Some(n) => match n.parse::<usize>() {
-            Ok(n) => ("cuda", Some(n)),
+    let (request, ordinal) = match (spec.strip_prefix("cuda:"), spec) {
+        (Some(n), _) => match n.parse::<usize>() {
+            Ok(n) => (Request::Cuda, Some(n)),
             Err(_) => anyhow::bail!("--device {spec:?}: expected auto, cpu, cuda or cuda:N"),
         },
-        None if matches!(spec, "auto" | "cpu" | "cuda") => (spec, None),
-        None => anyhow::bail!("--device {spec:?}: expected auto, cpu, cuda or cuda:N"),
+        (None, "auto") => (Request::Auto, None),
+        (None, "cpu") => (Request::Cpu, None),
+        (None, "cuda") => (Request::Cuda, None),
+        (None, _) => anyhow::bail!("--device {spec:?}: expected auto, cpu, cuda or cuda:N"),
     };
     let facts = CudaFacts::probe();
-    let choice = decide(
-        Request::parse(request).map_err(anyhow::Error::msg)?,
-        &facts,
-        0,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let choice = decide(request, &facts, 0).map_err(anyhow::Error::msg)?;
     if let Some(note) = &choice.note {
         eprintln!("{note}");
     }
@@ -288,17 +268,9 @@ mod tests {
     }
 
     #[test]
-    fn requests_parse() {
-        assert_eq!(Request::parse("auto"), Ok(Request::Auto));
-        assert!(Request::parse("gpu")
-            .unwrap_err()
-            .contains("expected auto, cuda or cpu"));
-    }
-
-    #[test]
     fn this_host_decides_without_error_on_auto() {
         // CI hosts have no NVIDIA driver; a GPU host running the tests has working CUDA.
-        let c = select("auto", 0).unwrap();
+        let c = select(Request::Auto, 0).unwrap();
         assert_eq!(c.device == Device::Cpu, tch::Cuda::device_count() == 0);
     }
 }

@@ -4,6 +4,7 @@
 pub mod cuda_driver;
 pub mod cuda_runtime;
 pub mod device_selection;
+pub mod fault_injection;
 pub mod pinned_memory;
 pub mod shim_message;
 pub mod thread_budget;

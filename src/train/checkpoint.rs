@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::Tensor;
 
+use crate::config::run_config::RunConfig;
 use crate::model::bert_config::BertConfig;
-use crate::train::run_config::RunConfig;
 
 pub const LATEST: &str = "latest";
 

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::train::optimizer::decays;
+/// BERT excludes LayerNorm parameters and biases from weight decay.
+pub fn decays(name: &str) -> bool {
+    !(name.contains("LayerNorm") || name.ends_with(".bias"))
+}
 
 pub struct FlatParameters {
     /// The parameters in buffer order, by name.

@@ -1,9 +1,9 @@
-//! Pretraining: the run configuration, the training loop, the optimizers over flat
-//! parameter buffers, and checkpoints.
+//! Pretraining: the training loop and what it logs, the optimizers over flat parameter
+//! buffers (fine-tuning uses them too), and checkpoints.
 
 pub mod checkpoint;
 pub mod flat_parameters;
 pub mod fused_adamw;
+pub mod logger;
 pub mod optimizer;
 pub mod pretrain;
-pub mod run_config;

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
+use crate::config::choices::OptimizerKind;
+use crate::config::optimizer_config::OptimizerConfig;
 use crate::train::flat_parameters::FlatParameters;
-use crate::train::run_config::TrainConfig;
 
 pub struct Optimizer {
     lamb: bool,
@@ -37,13 +38,12 @@ pub struct Optimizer {
     pub steps: u64,
 }
 
-/// BERT excludes LayerNorm parameters and biases from weight decay.
-pub fn decays(name: &str) -> bool {
-    !(name.contains("LayerNorm") || name.ends_with(".bias"))
-}
+/// The step the fused kernel sees without bias correction: 1 - beta^step is exactly 1 there
+/// for any beta below 0.9999.
+const NO_BIAS_CORRECTION_STEP: f64 = 1e7;
 
 impl Optimizer {
-    pub fn new(flat: FlatParameters, config: &TrainConfig) -> Optimizer {
+    pub fn new(flat: FlatParameters, config: &OptimizerConfig) -> Optimizer {
         // The decayed parameters lead the buffers (FlatParameters' layout).
         let lengths: Vec<i64> = flat
             .params
@@ -53,7 +53,7 @@ impl Optimizer {
             .map(|(p, _)| p.numel() as i64)
             .collect();
         Optimizer {
-            lamb: config.optimizer == "lamb",
+            lamb: config.kind == OptimizerKind::Lamb,
             beta1: config.beta1,
             beta2: config.beta2,
             eps: config.epsilon,
@@ -62,7 +62,7 @@ impl Optimizer {
             exp_avg: flat.data.zeros_like(),
             exp_avg_sq: flat.data.zeros_like(),
             decayed_lengths: Tensor::from_slice(&lengths).to_device(flat.data.device()),
-            fused: config.optimizer == "adamw",
+            fused: config.kind == OptimizerKind::Adamw,
             step_tensor: Tensor::zeros([], (Kind::Float, flat.data.device())),
             flat,
             steps: 0,
@@ -228,38 +228,25 @@ impl Optimizer {
     }
 }
 
-/// The learning rate at `step` (from 0): linear warmup to `base`, then linear or
-/// polynomial decay to 0 at `total` steps.
-/// A step count at which 1 - beta^step is exactly 1 for any beta below 0.9999.
-const NO_BIAS_CORRECTION_STEP: f64 = 1e7;
-
-pub fn learning_rate(config: &TrainConfig, step: u64) -> f64 {
-    let (base, warmup, total) = (
-        config.learning_rate,
-        config.warmup_steps,
-        config.max_steps.max(1),
-    );
-    if step < warmup {
-        return base * (step + 1) as f64 / warmup as f64;
-    }
-    let span = total.saturating_sub(warmup).max(1) as f64;
-    let left = (1.0 - (step - warmup) as f64 / span).max(0.0);
-    match config.decay.as_str() {
-        "poly" => base * left.powf(config.poly_power),
-        _ => base * left,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::flat_parameters::decays;
     use tch::Device;
 
-    fn config(optimizer: &str) -> TrainConfig {
-        let toml = format!(
-            "micro_batch_size = 1\nmax_steps = 10\nlearning_rate = 0.01\noptimizer = \"{optimizer}\"\nweight_decay = 0.1"
-        );
-        toml::from_str(&toml).expect("a valid [train] table")
+    fn config(optimizer: &str) -> OptimizerConfig {
+        OptimizerConfig {
+            kind: if optimizer == "lamb" {
+                OptimizerKind::Lamb
+            } else {
+                OptimizerKind::Adamw
+            },
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-6,
+            bias_correction: true,
+        }
     }
 
     /// Parameters of a few shapes, decayed or not, with fixed values.
@@ -285,7 +272,7 @@ mod tests {
         g: &Tensor,
         (m, v): (&mut Tensor, &mut Tensor),
         name: &str,
-        c: &TrainConfig,
+        c: &OptimizerConfig,
         t: i32,
         lr: f64,
     ) -> Tensor {
@@ -301,7 +288,7 @@ mod tests {
         let mut u = m_hat / (v_hat.sqrt() + c.epsilon);
         if decays(name) {
             u += p * c.weight_decay;
-            if c.optimizer == "lamb" {
+            if c.kind == OptimizerKind::Lamb {
                 let (wn, un) = (p.norm().double_value(&[]), u.norm().double_value(&[]));
                 if wn > 0.0 && un > 0.0 {
                     u *= wn / un;

@@ -1,5 +1,8 @@
-//! `biobert pretrain`: continue pretraining BERT on token shards with Google/BioBERT's
-//! objective (MLM + NSP), resumable at any point.
+//! The pretraining loop: Google/BioBERT's objective (MLM + NSP) over the instance index,
+//! resumable at any step. `train` reads as its phases: build the model and optimizer,
+//! restore a checkpoint, start the data, then per step: the forward and backward passes
+//! with the gradient all-reduce, the optimizer step (or the non-finite-loss policy), the
+//! log and evaluation, and a checkpoint or a stop.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,15 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
+use anyhow::{bail, Result};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
-use tensorboard_rs::summary_writer::SummaryWriter;
 
-use crate::data::corpus::{self, Corpus};
+use crate::config::choices::OnNan;
+use crate::config::run_config::RunConfig;
+use crate::data::corpus::Corpus;
 use crate::data::data_loader::{self, Layout, Sampler, TensorBatch};
-use crate::data::rng::Rng;
+use crate::data::rng::{Rng, Stream};
 use crate::model::bert::{Batch, Bert};
 use crate::model::bert_config::BertConfig;
 use crate::model::flash_attention;
@@ -24,41 +27,14 @@ use crate::model::hf_checkpoint;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::GradientAllReduce;
 use crate::parallel::run_agreement;
-use crate::runtime::device_selection;
+use crate::runtime::fault_injection;
 use crate::train::checkpoint::{self, TrainerState};
 use crate::train::flat_parameters::FlatParameters;
-use crate::train::optimizer::{self, Optimizer};
-use crate::train::run_config::RunConfig;
+use crate::train::logger::{self, Logger, StepMetrics};
+use crate::train::optimizer::Optimizer;
 
-#[derive(Debug, Args)]
-pub struct PretrainArgs {
-    /// The run configuration (TOML), e.g. configs/tiny.toml.
-    #[arg(long)]
-    pub config: PathBuf,
-    /// The corpus folder (overrides data.path).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// The run folder: checkpoints/, tensorboard/, config.toml.
-    #[arg(long, default_value = "runs/pretrain")]
-    pub out: PathBuf,
-    /// Overrides train.max_steps.
-    #[arg(long)]
-    pub max_steps: Option<u64>,
-    /// Overrides, as section.key=value (repeatable).
-    #[arg(long = "set")]
-    pub set: Vec<String>,
-    /// auto, cuda or cpu (overrides train.device).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Resume even though the corpus differs from the checkpoint's (the data order then
-    /// starts over on the new corpus at the checkpoint's sample count).
-    #[arg(long)]
-    pub allow_new_corpus: bool,
-    /// `auto` continues from the newest valid checkpoint in --out (or starts fresh); a
-    /// checkpoint folder resumes from that one.
-    #[arg(long)]
-    pub resume: Option<String>,
-}
+/// The loader's channel of each step's micro-batches.
+type Batches = crossbeam_channel::Receiver<Result<Vec<TensorBatch>>>;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -76,468 +52,72 @@ fn install_signal_handlers() {
     }
 }
 
-struct Run {
-    config: RunConfig,
-    bert_config: BertConfig,
-    corpus: Arc<Corpus>,
-    device: Device,
-    out: PathBuf,
+pub struct Run {
+    pub config: RunConfig,
+    pub bert_config: BertConfig,
+    pub corpus: Arc<Corpus>,
+    pub device: Device,
+    pub out: PathBuf,
     /// sha256 of the corpus' manifest.json.
-    manifest: String,
-    allow_new_corpus: bool,
+    pub manifest: String,
+    pub allow_new_corpus: bool,
 }
 
-pub fn run(args: &PretrainArgs) -> Result<()> {
-    let mut overrides = args.set.clone();
-    if let Some(n) = args.max_steps {
-        overrides.push(format!("train.max_steps={n}"));
-    }
-    if let Some(d) = &args.device {
-        overrides.push(format!("train.device={d:?}"));
-    }
-    Distributed::run_job(|dist| {
-        let config = RunConfig::load(&args.config, &overrides)?;
-        let threads = crate::runtime::thread_budget::apply(dist.local_size, config.train.threads);
-        let data = config.data_path(args.data.as_ref())?;
-        let corpus = Arc::new(Corpus::open(&data)?);
-        // The local rank picks the GPU; a GPU host whose GPUs torch cannot use is an error.
-        let choice = device_selection::select(&config.train.device, dist.local_rank)?;
-        if let (Some(note), true) = (&choice.note, dist.is_root()) {
-            println!("{note}");
-        }
-        let device = choice.device;
-        let resume_from = resume_point(&args.out.join("checkpoints"), args.resume.as_deref())?;
-        // A resumed run takes its shape and weights from the checkpoint: the folder it
-        // started from is no longer needed.
-        let (bert_config, init_dir) = match &resume_from {
-            Some(checkpoint) => (model_config_of(checkpoint, &config, &corpus)?, None),
-            None => model_config(&config, &corpus)?,
-        };
-        let config = effective_config(config, &bert_config, &data, &overrides)?;
-        let manifest = corpus::file_sha256(&corpus.dir.join("manifest.json"))?;
-        run_agreement::check(dist, &agreement_text(&config, &manifest))?;
-        if dist.is_root() {
-            write_run_config(&args.out, &config)?;
-            println!("ranks: {} (rank 0 on {device:?})", dist.size);
-            println!(
-                "threads: {} torch, {} data loader per rank ({})",
-                threads.torch, threads.loader, threads.why
-            );
-            if let Some(dir) = crate::runtime::torch_runtime::loaded_torch_lib_dir() {
-                let version = crate::runtime::torch_location::installed_version(&dir);
-                let source =
-                    std::env::var("BIOBERT_TORCH_SOURCE").unwrap_or_else(|_| "rpath".into());
-                println!(
-                    "torch: {} at {} (found through {source})",
-                    version.as_deref().unwrap_or("unknown version"),
-                    dir.display()
-                );
-            }
-        }
-        dist.barrier();
-        let run = Run {
-            config,
-            bert_config,
-            corpus,
-            device,
-            out: args.out.clone(),
-            manifest,
-            allow_new_corpus: args.allow_new_corpus,
-        };
-        train(&run, dist, init_dir.as_deref(), resume_from)
-    })
+/// The model, its optimizer and where the run stands: what the loop's phases share.
+struct Trainer<'a> {
+    run: &'a Run,
+    dist: &'a Distributed,
+    vs: VarStore,
+    bert: Bert,
+    optimizer: Optimizer,
+    reducer: GradientAllReduce,
+    layout: Layout,
+    /// Rank 0's console, TensorBoard and log.jsonl.
+    logger: Option<Logger>,
+    /// Optimizer steps done (skipped ones included).
+    step: u64,
+    /// The step of the newest checkpoint, this run's or the one it resumed from.
+    saved_step: u64,
+    last_checkpoint: Option<PathBuf>,
+    skipped_in_a_row: u64,
 }
 
-/// The configuration that runs: with a pretrained folder, the model's shape is the
-/// folder's (a `--set` shape key that contradicts it is refused; the config file's shape
-/// keys serve "scratch" only), and the corpus path is the one in use.
-fn effective_config(
-    mut config: RunConfig,
-    bert: &BertConfig,
-    data: &Path,
-    overrides: &[String],
-) -> Result<RunConfig> {
-    if config.model.init != "scratch" {
-        let folder = [
-            ("hidden_size", bert.hidden_size),
-            ("num_hidden_layers", bert.num_hidden_layers),
-            ("num_attention_heads", bert.num_attention_heads),
-            ("intermediate_size", bert.intermediate_size),
-            ("max_position_embeddings", bert.max_position_embeddings),
-        ];
-        for o in overrides {
-            let Some((key, value)) = o.split_once('=') else {
-                continue;
-            };
-            let Some(&(name, actual)) = folder
-                .iter()
-                .find(|(name, _)| key.trim() == format!("model.{name}"))
-            else {
-                continue;
-            };
-            if value.trim().parse::<i64>().ok() != Some(actual) {
-                bail!(
-                    "--set {o}: the model continues from {}, whose {name} is {actual}; the shape of a pretrained model comes from its folder",
-                    config.model.init
-                );
-            }
-        }
-        let m = &mut config.model;
-        m.hidden_size = bert.hidden_size;
-        m.num_hidden_layers = bert.num_hidden_layers;
-        m.num_attention_heads = bert.num_attention_heads;
-        m.intermediate_size = bert.intermediate_size;
-        m.max_position_embeddings = bert.max_position_embeddings;
-    }
-    config.data.path = data.display().to_string();
-    Ok(config)
-}
-
-/// What every rank must agree on: the configuration less the corpus path (nodes may mount
-/// the corpus elsewhere) and the device request, plus the corpus manifest's hash.
-fn agreement_text(config: &RunConfig, manifest_sha256: &str) -> String {
-    let mut c = config.clone();
-    c.data.path = String::new();
-    format!(
-        "{}corpus.manifest_sha256 = {manifest_sha256}\n",
-        run_agreement::flatten(&c)
-    )
-}
-
-/// The first line of the `config.toml` this command writes: a file without it is not ours.
-const CONFIG_HEADER: &str = "# biobert pretrain: the configuration this run ran with";
-
-/// Writes RUN/config.toml (through a temporary file), refusing to replace a config.toml
-/// that another program wrote, or to fill a folder that is not a run folder.
-fn write_run_config(out: &Path, config: &RunConfig) -> Result<()> {
-    let path = out.join("config.toml");
-    if path.exists() {
-        let first = std::fs::read_to_string(&path).unwrap_or_default();
-        if !first.starts_with(CONFIG_HEADER) {
-            bail!(
-                "{}: not written by biobert pretrain; --out must be a new folder, an empty one or a run folder",
-                path.display()
-            );
-        }
-    } else if out.is_dir()
-        && std::fs::read_dir(out)
-            .with_context(|| format!("reading {}", out.display()))?
-            .next()
-            .is_some()
-        && !out.join("checkpoints").is_dir()
-    {
-        bail!(
-            "{}: not empty and not a run folder; --out must be a new folder, an empty one or a run folder",
-            out.display()
-        );
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let resolved = config.to_toml();
-    println!("# resolved configuration\n{resolved}");
-    let tmp = out.join("config.toml.tmp");
-    std::fs::write(&tmp, format!("{CONFIG_HEADER}\n{resolved}"))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// The model's shape: from the folder it continues from (whose vocabulary must be the
-/// corpus'), or from the config for a model trained from scratch.
-fn model_config(config: &RunConfig, corpus: &Corpus) -> Result<(BertConfig, Option<PathBuf>)> {
-    if config.model.init != "scratch" {
-        let dir = PathBuf::from(&config.model.init);
-        let bert = model_config_of(&dir, config, corpus)?;
-        return Ok((bert, Some(dir)));
-    }
-    let m = &config.model;
-    let mut bert = BertConfig::base(corpus.vocab.len() as i64);
-    bert.hidden_size = m.hidden_size;
-    bert.num_hidden_layers = m.num_hidden_layers;
-    bert.num_attention_heads = m.num_attention_heads;
-    bert.intermediate_size = m.intermediate_size;
-    bert.max_position_embeddings = m.max_position_embeddings;
-    bert.validate()?;
-    Ok((with_dropout(bert, config), None))
-}
-
-/// The shape of the BERT folder `dir` (a pretrained model or a checkpoint), whose
-/// vocabulary must be the corpus'.
-fn model_config_of(dir: &Path, config: &RunConfig, corpus: &Corpus) -> Result<BertConfig> {
-    let bert = hf_checkpoint::read_config(dir).with_context(|| {
-        format!(
-            "{}: expected a BERT folder (Hugging Face or Google TensorFlow)",
-            dir.display()
-        )
-    })?;
-    let vocab = dir.join("vocab.txt");
-    if vocab.is_file() {
-        let model_hash = corpus::file_sha256(&vocab)?;
-        if model_hash != corpus.tokenizer_sha256() {
-            bail!(
-                    "{}: its vocab.txt (sha256 {}…) is not the vocabulary the corpus {} was tokenised with (sha256 {}…): re-shard the corpus with this vocab.txt",
-                    dir.display(), &model_hash[..12], corpus.dir.display(), &corpus.tokenizer_sha256()[..12.min(corpus.tokenizer_sha256().len())]
-                );
-        }
-    }
-    if bert.vocab_size as usize != corpus.vocab.len() {
-        bail!(
-            "{}: vocab_size {} differs from the corpus vocabulary ({} entries)",
-            dir.display(),
-            bert.vocab_size,
-            corpus.vocab.len()
-        );
-    }
-    Ok(with_dropout(bert, config))
-}
-
-fn with_dropout(mut bert: BertConfig, config: &RunConfig) -> BertConfig {
-    if let Some(p) = config.model.hidden_dropout_prob {
-        bert.hidden_dropout_prob = p;
-    }
-    if let Some(p) = config.model.attention_probs_dropout_prob {
-        bert.attention_probs_dropout_prob = p;
-    }
-    bert
-}
-
-/// `BIOBERT_FAIL_AT=RANK:STEP` makes that rank fail at that step: a fault injection for
-/// testing that a failing rank takes the job down.
-fn injected_failure(rank: usize, step: u64) -> Result<()> {
-    if let Ok(spec) = std::env::var("BIOBERT_FAIL_AT") {
-        if spec == format!("{rank}:{step}") {
-            bail!("injected failure at step {step} (BIOBERT_FAIL_AT={spec})");
-        }
-    }
-    Ok(())
-}
-
-fn train(
+/// Trains `run` from `init_dir` (a pretrained folder) or `resume_from` (a checkpoint) to
+/// `train.max_steps`, or until a signal stops every rank after the same step.
+pub fn train(
     run: &Run,
     dist: &Distributed,
     init_dir: Option<&Path>,
     resume_from: Option<PathBuf>,
 ) -> Result<()> {
     let c = &run.config;
-    if c.data.max_seq_len as i64 > run.bert_config.max_position_embeddings {
-        bail!(
-            "data.max_seq_len {} exceeds the model's max_position_embeddings {}",
-            c.data.max_seq_len,
-            run.bert_config.max_position_embeddings
-        );
-    }
-    tch::manual_seed(c.train.seed as i64);
-    let vs = VarStore::new(run.device);
-    let mut bert = Bert::new(&vs.root(), &run.bert_config);
-    // Mixed precision: bf16 matrix products over fp32 master weights ("auto": on GPUs).
-    bert.compute = match (c.train.precision.as_str(), run.device) {
-        ("bf16", _) | ("auto", Device::Cuda(_)) => tch::Kind::BFloat16,
-        _ => tch::Kind::Float,
-    };
-    if bert.compute == tch::Kind::BFloat16 && c.train.bf16_residual {
-        bert.activations = tch::Kind::BFloat16;
-    }
-    bert.unpad = c.train.unpad;
-    if let Some(dir) = init_dir {
-        let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;
-        report.require_encoder(&dir.display().to_string())?;
-        if dist.is_root() {
-            println!("init: {} from {}", report.summary(), dir.display());
-        }
-    }
-    // From here on the parameters and gradients live in flat buffers.
-    let flat = FlatParameters::new(vs.variables().into_iter().collect(), run.device);
-    let mut optimizer = Optimizer::new(flat, &c.train);
-    let mut reducer = GradientAllReduce::new(dist, &c.distributed, run.device)?;
-    if dist.is_root() {
-        println!("gradient all-reduce: {}", reducer.backend);
-        if bert.unpad {
-            println!("unpad: {}", unpad_line(&bert, run.device));
-        }
-    }
-    let checkpoints = run.out.join("checkpoints");
-    let mut start_step = 0;
+    run.bert_config
+        .check_sequence_length("data.max_seq_len", c.data.max_seq_len)?;
+    let mut t = Trainer::new(run, dist, init_dir)?;
     if let Some(from) = resume_from {
-        let state = checkpoint::validate(&from)?;
-        check_resumed_run(run, &state, &from, dist.is_root())?;
-        let (_, report) = hf_checkpoint::load_folder(&vs, &from)?;
-        if !report.missing.is_empty() {
-            bail!("{}: {}", from.display(), report.summary());
-        }
-        optimizer.load_state(
-            Tensor::read_safetensors(from.join("optimizer.safetensors"))?,
-            state.step,
-        )?;
-        start_step = state.step;
-        if dist.is_root() {
-            println!(
-                "resume: step {} from {} (written by {} rank(s))",
-                state.step,
-                from.display(),
-                state.world_size
-            );
-        }
+        t.restore(&from)?;
     }
-    let index_root = match c.data.index_cache.as_str() {
-        "" => run.out.join("instance_index"),
-        dir => PathBuf::from(dir),
-    };
-    let (mut sampler, mut heldout) =
-        data_loader::samplers(&run.corpus, &run.manifest, &c.data, &index_root)?;
-    if dist.is_root() {
-        println!(
-            "data: {} training and {} held-out documents from {}; instance index in {}",
-            sampler.documents(),
-            heldout.documents(),
-            run.corpus.dir.display(),
-            sampler.index_dir().display()
-        );
-    }
-
-    let layout = Layout {
-        micro_batch: c.train.micro_batch_size as u64,
-        accumulation: c.train.grad_accumulation as u64,
-        world_size: dist.size as u64,
-        rank: dist.rank as u64,
-    };
-    // The first step's epoch is mapped (or built) before the loader thread starts, so
-    // that a failure stops here with its cause.
-    sampler.prepare(layout.samples(start_step, 0).start)?;
-    heldout.prepare(0)?;
-    let batches = data_loader::prefetch(
-        sampler,
-        layout,
-        start_step,
-        c.train.max_steps,
-        4,
-        run.device,
-        c.train.unpad,
-    );
+    let start_step = t.step;
+    let (batches, mut heldout) = t.start_data()?;
     install_signal_handlers();
-    let mut logger = dist.is_root().then(|| {
-        let flops = flops::per_token(&run.bert_config, c.data.max_seq_len);
-        let peak = peak_tflops(c, run.device, bert.compute == tch::Kind::BFloat16);
-        Logger::new(&run.out, c.train.max_steps, start_step, flops, peak)
-    });
-    let mut last_checkpoint: Option<PathBuf> = None;
-    let save = |step: u64, optimizer: &Optimizer| -> Result<PathBuf> {
-        let state = TrainerState {
-            step,
-            samples_consumed: step * layout.global_batch(),
-            data_seed: c.data.seed,
-            train_seed: c.train.seed,
-            world_size: dist.size,
-            config: c.clone(),
-            versions: versions(),
-            files: BTreeMap::new(),
-            corpus_manifest_sha256: run.manifest.clone(),
-        };
-        checkpoint::save(
-            &checkpoints,
-            &vs,
-            &run.bert_config,
-            &run.corpus.vocab_path(),
-            optimizer.state(),
-            state,
-            c.checkpoint.keep,
-        )
-    };
-    let mut step = start_step;
-    let mut skipped_in_a_row = 0;
-    let mut saved_step = start_step;
-    while step < c.train.max_steps {
+    t.open_logger()?;
+    while t.step < c.train.max_steps {
         let Some(micro_batches) = next_batches(&batches, dist)? else {
-            // A signal while the loader was busy: the last completed step is saved.
-            if dist.is_root() && step > saved_step {
-                let path = save(step, &optimizer)?;
-                println!("checkpoint: {}", path.display());
-            }
-            println!("stopped by a signal after step {step}, while the data loader was busy; resume with --resume auto");
-            return Ok(());
+            return t.stop_while_loading();
         };
-        injected_failure(dist.rank, step + 1)?;
-        let (metrics, grad_norm) = train_step(
-            &bert,
-            dist,
-            &mut reducer,
-            &optimizer,
-            &micro_batches,
-            run.device,
-            c.train.seed,
-        )?;
-        let loss = metrics.loss;
-        let finite = loss.is_finite() && grad_norm.is_finite();
-        if finite {
-            skipped_in_a_row = 0;
-            optimizer.clip(grad_norm, c.train.max_grad_norm);
-            let lr = optimizer::learning_rate(&c.train, step);
-            optimizer.step(lr)?;
-            optimizer.zero_grad();
-            step += 1;
-            if let Some(logger) = &mut logger {
-                logger.record(&metrics, lr, grad_norm);
-                if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
-                    logger.flush(step);
-                }
-                // Evaluation runs on rank 0 alone: its held-out set is small and fixed.
-                if c.log.eval_every > 0 && step % c.log.eval_every == 0 {
-                    let eval = evaluate(
-                        &bert,
-                        &mut heldout,
-                        layout.micro_batch,
-                        c.log.eval_batches,
-                        run.device,
-                    )?;
-                    logger.eval(step, &eval);
-                }
-            }
+        fault_injection::fail_at_step(dist.rank, t.step + 1)?;
+        let (metrics, grad_norm) = t.forward_backward(&micro_batches)?;
+        if metrics.loss.is_finite() && grad_norm.is_finite() {
+            let lr = t.optimizer_step(grad_norm)?;
+            t.log_and_evaluate(&metrics, lr, grad_norm, &mut heldout)?;
         } else {
-            let last = last_checkpoint
-                .as_ref()
-                .map_or("none".to_string(), |p| p.display().to_string());
-            if c.train.on_nan == "stop" {
-                bail!("step {}: the loss is {loss} (gradient norm {grad_norm}); last good checkpoint: {last}", step + 1);
-            }
-            skipped_in_a_row += 1;
-            if skipped_in_a_row >= c.train.max_skipped_steps {
-                bail!(
-                    "step {}: {skipped_in_a_row} steps in a row had a non-finite loss or gradient (last: loss {loss}, gradient norm {grad_norm}; train.max_skipped_steps = {}): the model or the data is broken, not one batch; last good checkpoint: {last}",
-                    step + 1,
-                    c.train.max_skipped_steps
-                );
-            }
-            if dist.is_root() {
-                eprintln!(
-                    "warning: step {}: loss {loss}, step skipped (train.on_nan = skip; {skipped_in_a_row} in a row)",
-                    step + 1
-                );
-            }
-            optimizer.zero_grad();
-            step += 1;
+            t.skip_non_finite(metrics.loss, grad_norm)?;
         }
-        // A signal to any rank stops every rank after the same step.
-        let mut flags = [f64::from(u8::from(STOP.load(Ordering::SeqCst)))];
-        dist.all_reduce_f64(&mut flags);
-        let stop = flags[0] > 0.0;
-        if (step == c.train.max_steps && c.checkpoint.at_end)
-            || stop
-            || (c.checkpoint.every > 0 && step % c.checkpoint.every == 0)
-        {
-            if dist.is_root() {
-                let path = save(step, &optimizer)?;
-                println!("checkpoint: {}", path.display());
-                last_checkpoint = Some(path);
-                saved_step = step;
-            }
-            dist.barrier();
-        }
-        if stop {
-            if dist.is_root() {
-                println!("stopped by a signal after step {step}; resume with --resume auto");
-            }
+        if t.checkpoint_or_stop()? {
             return Ok(());
         }
     }
-    if dist.is_root() && step == start_step && start_step >= c.train.max_steps {
+    if dist.is_root() && t.step == start_step && start_step >= c.train.max_steps {
         println!(
             "nothing to do: the run is already at step {start_step} of {}",
             c.train.max_steps
@@ -546,13 +126,290 @@ fn train(
     Ok(())
 }
 
+impl<'a> Trainer<'a> {
+    /// The model (initialised, then loaded from `init_dir`), its parameters in flat
+    /// buffers, the optimizer and the gradient all-reduce (collective).
+    fn new(run: &'a Run, dist: &'a Distributed, init_dir: Option<&Path>) -> Result<Trainer<'a>> {
+        let c = &run.config;
+        tch::manual_seed(c.train.seed as i64);
+        let vs = VarStore::new(run.device);
+        let mut bert = Bert::new(&vs.root(), &run.bert_config);
+        // Mixed precision: bf16 matrix products over fp32 master weights ("auto": on GPUs).
+        bert.compute = c.train.precision.compute_kind(run.device);
+        if bert.compute == tch::Kind::BFloat16 && c.train.bf16_residual {
+            bert.activations = tch::Kind::BFloat16;
+        }
+        if let Some(dir) = init_dir {
+            let (_, report) = hf_checkpoint::load_folder(&vs, dir)?;
+            report.require_encoder(&dir.display().to_string())?;
+            if dist.is_root() {
+                println!("init: {} from {}", report.summary(), dir.display());
+            }
+        }
+        // From here on the parameters and gradients live in flat buffers.
+        let flat = FlatParameters::new(vs.variables().into_iter().collect(), run.device);
+        let optimizer = Optimizer::new(flat, &c.train.optimizer());
+        let reducer = GradientAllReduce::new(dist, &c.distributed, run.device)?;
+        if dist.is_root() {
+            println!("gradient all-reduce: {}", reducer.backend);
+            if c.train.unpad {
+                println!("unpad: {}", unpad_line(&bert, run.device));
+            }
+        }
+        let layout = Layout {
+            micro_batch: c.train.micro_batch_size as u64,
+            accumulation: c.train.grad_accumulation as u64,
+            world_size: dist.size as u64,
+            rank: dist.rank as u64,
+        };
+        Ok(Trainer {
+            run,
+            dist,
+            vs,
+            bert,
+            optimizer,
+            reducer,
+            layout,
+            logger: None,
+            step: 0,
+            saved_step: 0,
+            last_checkpoint: None,
+            skipped_in_a_row: 0,
+        })
+    }
+
+    /// Weights, moments and step from checkpoint `from`.
+    fn restore(&mut self, from: &Path) -> Result<()> {
+        let state = checkpoint::validate(from)?;
+        check_resumed_run(self.run, &state, from, self.dist.is_root())?;
+        let (_, report) = hf_checkpoint::load_folder(&self.vs, from)?;
+        if !report.missing.is_empty() {
+            bail!("{}: {}", from.display(), report.summary());
+        }
+        self.optimizer.load_state(
+            Tensor::read_safetensors(from.join("optimizer.safetensors"))?,
+            state.step,
+        )?;
+        (self.step, self.saved_step) = (state.step, state.step);
+        if self.dist.is_root() {
+            println!(
+                "resume: step {} from {} (written by {} rank(s))",
+                state.step,
+                from.display(),
+                state.world_size
+            );
+        }
+        Ok(())
+    }
+
+    /// The instance indexes mapped (or built), and the loader thread started at this step;
+    /// the held-out sampler for evaluation.
+    fn start_data(&self) -> Result<(Batches, Sampler)> {
+        let (run, c) = (self.run, &self.run.config);
+        let index_root = match c.data.index_cache.as_str() {
+            "" => run.out.join("instance_index"),
+            dir => PathBuf::from(dir),
+        };
+        let (mut sampler, mut heldout) =
+            data_loader::samplers(&run.corpus, &run.manifest, &c.data, &index_root)?;
+        if self.dist.is_root() {
+            println!(
+                "data: {} training and {} held-out documents from {}; instance index in {}",
+                sampler.documents(),
+                heldout.documents(),
+                run.corpus.dir.display(),
+                sampler.index_dir().display()
+            );
+        }
+        // The first step's epoch is mapped (or built) before the loader thread starts, so
+        // that a failure stops here with its cause.
+        sampler.prepare(self.layout.samples(self.step, 0).start)?;
+        heldout.prepare(0)?;
+        let batches = data_loader::prefetch(
+            sampler,
+            self.layout,
+            self.step,
+            c.train.max_steps,
+            4,
+            run.device,
+            c.train.unpad,
+        );
+        Ok((batches, heldout))
+    }
+
+    fn open_logger(&mut self) -> Result<()> {
+        if !self.dist.is_root() {
+            return Ok(());
+        }
+        let (run, c) = (self.run, &self.run.config);
+        let flops = flops::per_token(&run.bert_config, c.data.max_seq_len);
+        let bf16 = self.bert.compute == tch::Kind::BFloat16;
+        let peak = logger::peak_tflops(c, run.device, bf16);
+        self.logger = Some(Logger::new(
+            &run.out,
+            c.train.max_steps,
+            self.step,
+            flops,
+            peak,
+        )?);
+        Ok(())
+    }
+
+    fn forward_backward(&mut self, micro_batches: &[TensorBatch]) -> Result<(StepMetrics, f64)> {
+        train_step(
+            &self.bert,
+            self.dist,
+            &mut self.reducer,
+            &self.optimizer,
+            micro_batches,
+            self.run.device,
+            self.run.config.train.seed,
+        )
+    }
+
+    /// Clips, updates the weights at this step's learning rate (returned), and moves on.
+    fn optimizer_step(&mut self, grad_norm: f64) -> Result<f64> {
+        let train = &self.run.config.train;
+        self.skipped_in_a_row = 0;
+        self.optimizer.clip(grad_norm, train.max_grad_norm);
+        let lr = train.schedule().learning_rate(self.step);
+        self.optimizer.step(lr)?;
+        self.optimizer.zero_grad();
+        self.step += 1;
+        Ok(lr)
+    }
+
+    /// Rank 0 logs every `log.every` steps and evaluates on its held-out set (small and
+    /// fixed) every `log.eval_every`.
+    fn log_and_evaluate(
+        &mut self,
+        metrics: &StepMetrics,
+        lr: f64,
+        grad_norm: f64,
+        heldout: &mut Sampler,
+    ) -> Result<()> {
+        let c = &self.run.config;
+        let step = self.step;
+        let Some(logger) = &mut self.logger else {
+            return Ok(());
+        };
+        logger.record(metrics, lr, grad_norm);
+        if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
+            logger.flush(step);
+        }
+        if c.log.eval_every > 0 && step % c.log.eval_every == 0 {
+            let eval = evaluate(
+                &self.bert,
+                heldout,
+                self.layout.micro_batch,
+                c.log.eval_batches,
+                self.run.device,
+                c.train.unpad,
+            )?;
+            logger.eval(step, &eval);
+        }
+        Ok(())
+    }
+
+    /// A non-finite loss or gradient: the run stops (`train.on_nan = stop`) or the step is
+    /// skipped, weights and moments untouched, up to `train.max_skipped_steps` in a row.
+    fn skip_non_finite(&mut self, loss: f64, grad_norm: f64) -> Result<()> {
+        let train = &self.run.config.train;
+        let last = self
+            .last_checkpoint
+            .as_ref()
+            .map_or("none".to_string(), |p| p.display().to_string());
+        let step = self.step + 1;
+        if train.on_nan == OnNan::Stop {
+            bail!("step {step}: the loss is {loss} (gradient norm {grad_norm}); last good checkpoint: {last}");
+        }
+        self.skipped_in_a_row += 1;
+        let in_a_row = self.skipped_in_a_row;
+        if in_a_row >= train.max_skipped_steps {
+            bail!(
+                "step {step}: {in_a_row} steps in a row had a non-finite loss or gradient (last: loss {loss}, gradient norm {grad_norm}; train.max_skipped_steps = {}): the model or the data is broken, not one batch; last good checkpoint: {last}",
+                train.max_skipped_steps
+            );
+        }
+        if self.dist.is_root() {
+            eprintln!(
+                "warning: step {step}: loss {loss}, step skipped (train.on_nan = skip; {in_a_row} in a row)"
+            );
+        }
+        self.optimizer.zero_grad();
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Saves at the end, every `checkpoint.every` steps and when any rank was signalled,
+    /// which stops every rank after this same step (returns true).
+    fn checkpoint_or_stop(&mut self) -> Result<bool> {
+        let c = &self.run.config;
+        let mut flags = [f64::from(u8::from(STOP.load(Ordering::SeqCst)))];
+        self.dist.all_reduce_f64(&mut flags);
+        let stop = flags[0] > 0.0;
+        let step = self.step;
+        if (step == c.train.max_steps && c.checkpoint.at_end)
+            || stop
+            || (c.checkpoint.every > 0 && step % c.checkpoint.every == 0)
+        {
+            if self.dist.is_root() {
+                let path = self.save()?;
+                println!("checkpoint: {}", path.display());
+                self.last_checkpoint = Some(path);
+                self.saved_step = step;
+            }
+            self.dist.barrier();
+        }
+        if stop && self.dist.is_root() {
+            println!("stopped by a signal after step {step}; resume with --resume auto");
+        }
+        Ok(stop)
+    }
+
+    /// A signal while the loader was busy: the last completed step is saved.
+    fn stop_while_loading(&mut self) -> Result<()> {
+        if self.dist.is_root() && self.step > self.saved_step {
+            let path = self.save()?;
+            println!("checkpoint: {}", path.display());
+        }
+        println!(
+            "stopped by a signal after step {}, while the data loader was busy; resume with --resume auto",
+            self.step
+        );
+        Ok(())
+    }
+
+    /// Writes the checkpoint of the current step (rank 0).
+    fn save(&self) -> Result<PathBuf> {
+        let (run, c) = (self.run, &self.run.config);
+        let state = TrainerState {
+            step: self.step,
+            samples_consumed: self.step * self.layout.global_batch(),
+            data_seed: c.data.seed,
+            train_seed: c.train.seed,
+            world_size: self.dist.size,
+            config: c.clone(),
+            versions: versions(),
+            files: BTreeMap::new(),
+            corpus_manifest_sha256: run.manifest.clone(),
+        };
+        checkpoint::save(
+            &run.out.join("checkpoints"),
+            &self.vs,
+            &run.bert_config,
+            &run.corpus.vocab_path(),
+            self.optimizer.state(),
+            state,
+            c.checkpoint.keep,
+        )
+    }
+}
+
 /// The next step's batches, waiting for the loader while watching for a stop signal. A
 /// lone rank stops at once (`None`); ranks of a job must stop after the same step, so they
 /// wait for the batch, but not forever.
-fn next_batches(
-    batches: &crossbeam_channel::Receiver<Result<Vec<TensorBatch>>>,
-    dist: &Distributed,
-) -> Result<Option<Vec<TensorBatch>>> {
+fn next_batches(batches: &Batches, dist: &Distributed) -> Result<Option<Vec<TensorBatch>>> {
     use crossbeam_channel::RecvTimeoutError;
     let mut signalled: Option<Instant> = None;
     loop {
@@ -609,35 +466,6 @@ fn check_resumed_run(run: &Run, state: &TrainerState, from: &Path, root: bool) -
     Ok(())
 }
 
-fn resume_point(checkpoints: &Path, resume: Option<&str>) -> Result<Option<PathBuf>> {
-    match resume {
-        None => {
-            if checkpoint::newest_valid(checkpoints).is_some() {
-                bail!(
-                    "{} holds checkpoints: add --resume auto to continue, or choose another --out",
-                    checkpoints.display()
-                );
-            }
-            Ok(None)
-        }
-        Some("auto") => Ok(checkpoint::newest_valid(checkpoints).map(|(p, _)| p)),
-        Some(dir) => Ok(Some(PathBuf::from(dir))),
-    }
-}
-
-#[derive(Default, Clone)]
-pub struct StepMetrics {
-    pub loss: f64,
-    pub mlm_loss: f64,
-    pub nsp_loss: f64,
-    pub mlm_correct: f64,
-    pub mlm_count: f64,
-    pub nsp_correct: f64,
-    pub sequences: f64,
-    pub tokens: f64,
-}
-
-/// The loss sums of one batch (see `Bert::pretraining_sums`) on `device`.
 /// What `train.unpad` does on this device, in one line.
 fn unpad_line(bert: &Bert, device: Device) -> String {
     let head_dim = bert.config.head_dim();
@@ -647,7 +475,8 @@ fn unpad_line(bert: &Bert, device: Device) -> String {
     }
 }
 
-/// A batch the loader packed (`train.unpad`) runs packed.
+/// The loss sums of one batch (see `Bert::pretraining_sums`) on `device`; a batch the
+/// loader packed (`train.unpad`) runs packed.
 fn batch_sums(
     bert: &Bert,
     b: &TensorBatch,
@@ -715,17 +544,15 @@ fn train_step(
     let tokens = micro_batches.iter().map(|b| b.tokens as f64).sum::<f64>();
     let mut sums = [read[0], read[1], read[2], read[3], tokens];
     dist.all_reduce_f64(&mut sums);
-    Ok((metrics(&sums, masked, sequences), read[4]))
+    Ok((logger::metrics(&sums, masked, sequences), read[4]))
 }
-
-/// The purpose key of the dropout streams (the data's keys are in `instances`).
-const KEY_DROPOUT: u64 = 5;
 
 /// The seed of torch's generator for the dropout of the micro-batch whose first sample has
 /// global index `first_sample`: every rank's micro-batches differ, and a resumed run (or
 /// one with another rank count but the same micro-batch size) draws the same masks.
 pub fn dropout_seed(seed: u64, first_sample: u64) -> i64 {
-    (Rng::for_keys(&[seed, KEY_DROPOUT, first_sample]).next_u64() & i64::MAX as u64) as i64
+    (Rng::for_keys(&[seed, Stream::Dropout.key(), first_sample]).next_u64() & i64::MAX as u64)
+        as i64
 }
 
 /// [mlm loss sum, nsp loss sum, mlm correct, nsp correct] as one f64 device tensor.
@@ -747,20 +574,6 @@ fn add_sums(sums: &mut [f64; 5], s: &crate::model::bert::Losses, b: &TensorBatch
     sums[4] += b.tokens as f64;
 }
 
-fn metrics(sums: &[f64; 5], masked: f64, sequences: f64) -> StepMetrics {
-    let (mlm_loss, nsp_loss) = (sums[0] / masked.max(1.0), sums[1] / sequences.max(1.0));
-    StepMetrics {
-        loss: mlm_loss + nsp_loss,
-        mlm_loss,
-        nsp_loss,
-        mlm_correct: sums[2],
-        mlm_count: masked,
-        nsp_correct: sums[3],
-        sequences,
-        tokens: sums[4],
-    }
-}
-
 /// Loss and accuracy over the first `batches` micro-batches of the held-out documents.
 fn evaluate(
     bert: &Bert,
@@ -768,6 +581,7 @@ fn evaluate(
     micro: u64,
     batches: u64,
     device: Device,
+    pack: bool,
 ) -> Result<Option<StepMetrics>> {
     let (mut sums, mut masked, mut sequences) = ([0f64; 5], 0f64, 0f64);
     for k in 0..batches {
@@ -777,13 +591,13 @@ fn evaluate(
         let Some(examples) = examples else {
             return Ok(None);
         };
-        let batch = data_loader::collate(&examples, bert.unpad);
+        let batch = data_loader::collate(&examples, pack);
         let s = tch::no_grad(|| batch_sums(bert, &batch, device, false))?;
         add_sums(&mut sums, &s, &batch);
         masked += batch.masked as f64;
         sequences += batch.sequences as f64;
     }
-    Ok(Some(metrics(&sums, masked, sequences)))
+    Ok(Some(logger::metrics(&sums, masked, sequences)))
 }
 
 fn versions() -> BTreeMap<String, String> {
@@ -795,171 +609,6 @@ fn versions() -> BTreeMap<String, String> {
         }
     }
     v
-}
-
-/// The console line every K steps and the TensorBoard scalars (averages over the K steps).
-struct Logger {
-    writer: SummaryWriter,
-    /// `log.jsonl`: the logged values at full precision, one line per logged step.
-    jsonl: std::fs::File,
-    sum: StepMetrics,
-    lr: f64,
-    grad_norm: f64,
-    steps: u64,
-    since: Instant,
-    started: Instant,
-    start_step: u64,
-    max_steps: u64,
-    flops_per_token: f64,
-    peak_tflops: Option<f64>,
-}
-
-impl Logger {
-    fn new(
-        out: &Path,
-        max_steps: u64,
-        start_step: u64,
-        flops_per_token: f64,
-        peak_tflops: Option<f64>,
-    ) -> Logger {
-        let jsonl = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out.join("log.jsonl"))
-            .expect("the run folder is writable");
-        Logger {
-            writer: SummaryWriter::new(out.join("tensorboard")),
-            jsonl,
-            sum: StepMetrics::default(),
-            lr: 0.0,
-            grad_norm: 0.0,
-            steps: 0,
-            since: Instant::now(),
-            started: Instant::now(),
-            start_step,
-            max_steps,
-            flops_per_token,
-            peak_tflops,
-        }
-    }
-
-    fn record(&mut self, m: &StepMetrics, lr: f64, grad_norm: f64) {
-        let s = &mut self.sum;
-        s.loss += m.loss;
-        s.mlm_loss += m.mlm_loss;
-        s.nsp_loss += m.nsp_loss;
-        s.mlm_correct += m.mlm_correct;
-        s.mlm_count += m.mlm_count;
-        s.nsp_correct += m.nsp_correct;
-        s.sequences += m.sequences;
-        s.tokens += m.tokens;
-        self.lr = lr;
-        self.grad_norm = grad_norm;
-        self.steps += 1;
-    }
-
-    fn flush(&mut self, step: u64) {
-        if self.steps == 0 {
-            return;
-        }
-        let n = self.steps as f64;
-        let s = self.sum.clone();
-        let seconds = self.since.elapsed().as_secs_f64().max(1e-9);
-        let seq_per_s = s.sequences / seconds;
-        let tokens_per_s = s.tokens / seconds;
-        let tflops = tokens_per_s * self.flops_per_token / 1e12;
-        let mut scalars = vec![
-            ("train/loss", s.loss / n),
-            ("train/mlm_loss", s.mlm_loss / n),
-            ("train/nsp_loss", s.nsp_loss / n),
-            ("train/mlm_accuracy", s.mlm_correct / s.mlm_count.max(1.0)),
-            ("train/nsp_accuracy", s.nsp_correct / s.sequences.max(1.0)),
-            ("train/lr", self.lr),
-            ("train/grad_norm", self.grad_norm),
-            ("perf/seq_per_s", seq_per_s),
-            ("perf/tokens_per_s", tokens_per_s),
-            ("perf/tflops", tflops),
-        ];
-        if let Some(peak) = self.peak_tflops {
-            scalars.push(("perf/mfu", tflops / peak));
-        }
-        for &(tag, value) in &scalars {
-            self.writer.add_scalar(tag, value as f32, step as usize);
-        }
-        self.writer.flush();
-        self.write_jsonl(step, &scalars);
-        let done = (step - self.start_step) as f64;
-        let eta =
-            self.started.elapsed().as_secs_f64() / done.max(1.0) * (self.max_steps - step) as f64;
-        let mfu = self
-            .peak_tflops
-            .map(|peak| format!(" | MFU {:.1}%", 100.0 * tflops / peak))
-            .unwrap_or_default();
-        println!(
-            "step {step}/{} loss {:.4} (mlm {:.4}, nsp {:.4}) mlm_acc {:.4} lr {:.3e} grad_norm {:.3} | {:.1} seq/s{mfu} | ETA {}",
-            self.max_steps,
-            s.loss / n,
-            s.mlm_loss / n,
-            s.nsp_loss / n,
-            s.mlm_correct / s.mlm_count.max(1.0),
-            self.lr,
-            self.grad_norm,
-            seq_per_s,
-            format_duration(eta)
-        );
-        self.sum = StepMetrics::default();
-        self.steps = 0;
-        self.since = Instant::now();
-    }
-
-    fn eval(&mut self, step: u64, m: &Option<StepMetrics>) {
-        let Some(m) = m else { return };
-        let scalars = [
-            ("eval/loss", m.loss),
-            ("eval/mlm_loss", m.mlm_loss),
-            ("eval/nsp_loss", m.nsp_loss),
-            ("eval/mlm_accuracy", m.mlm_correct / m.mlm_count.max(1.0)),
-            ("eval/nsp_accuracy", m.nsp_correct / m.sequences.max(1.0)),
-        ];
-        for (tag, value) in scalars {
-            self.writer.add_scalar(tag, value as f32, step as usize);
-        }
-        self.writer.flush();
-        println!(
-            "eval step {step}: loss {:.4} mlm_acc {:.4} nsp_acc {:.4}",
-            m.loss, scalars[3].1, scalars[4].1
-        );
-    }
-}
-
-impl Logger {
-    fn write_jsonl(&mut self, step: u64, scalars: &[(&str, f64)]) {
-        use std::io::Write;
-        let mut line = serde_json::Map::new();
-        line.insert("step".into(), step.into());
-        for (tag, value) in scalars {
-            line.insert((*tag).into(), serde_json::json!(value));
-        }
-        let _ = writeln!(self.jsonl, "{}", serde_json::Value::Object(line));
-    }
-}
-
-/// The dense peak for perf/mfu: log.peak_tflops, or the GPU's data-sheet figure.
-fn peak_tflops(c: &RunConfig, device: Device, bf16: bool) -> Option<f64> {
-    if c.log.peak_tflops > 0.0 {
-        return Some(c.log.peak_tflops);
-    }
-    let Device::Cuda(i) = device else { return None };
-    let devices = crate::runtime::cuda_driver::CudaDriver::open()
-        .ok()?
-        .devices()
-        .ok()?;
-    flops::peak_tflops(&devices.get(i)?.name, bf16)
-}
-
-fn format_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
 #[cfg(test)]

@@ -1,0 +1,190 @@
+//! The fine-tuning epochs: resume from the newest epoch checkpoint, then per epoch the
+//! training pass, the development score (only when it chooses the epoch), the checkpoint
+//! and the progress line; at the end the chosen epoch's weights are put back.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use tensorboard_rs::summary_writer::SummaryWriter;
+
+use crate::config::finetune_config::FinetuneConfig;
+use crate::finetune::finetune_checkpoint::{self, FinetuneState};
+use crate::finetune::task::{self, TaskData};
+use crate::finetune::trainer::Trainer;
+use crate::parallel::distributed::Distributed;
+use crate::runtime::fault_injection;
+use crate::train::logger::format_duration;
+
+/// What the epochs chose.
+pub struct Fitted {
+    /// The epoch whose weights the trainer holds (from 1).
+    pub epoch: u64,
+    /// Whether the development set chose it (else it is the last).
+    pub chosen_on_dev: bool,
+    pub train_seconds: f64,
+}
+
+/// The best development score so far and its weights.
+struct Best {
+    weights: Option<Vec<(String, tch::Tensor)>>,
+    f1: f64,
+    epoch: u64,
+}
+
+/// Trains `task` for `config.epochs` (from `resume`'s epoch on), checkpointing each into
+/// `out`, and leaves the chosen epoch's weights in `trainer`.
+pub fn fit(
+    trainer: &mut Trainer,
+    dist: &Distributed,
+    task: &TaskData,
+    config: &FinetuneConfig,
+    out: &Path,
+    resume: Option<&Path>,
+) -> Result<Fitted> {
+    let select = config.select_on_dev && task.dev.is_some();
+    let mut best = Best {
+        weights: None,
+        f1: f64::NEG_INFINITY,
+        epoch: config.epochs,
+    };
+    let first_epoch = match resume {
+        Some(dir) => restore(trainer, dist, task, config, dir, &mut best)?,
+        None => 0,
+    };
+    let mut writer = dist
+        .is_root()
+        .then(|| SummaryWriter::new(out.join("tensorboard")));
+    let started = Instant::now();
+    let steps_at_start = trainer.step;
+    for epoch in first_epoch..config.epochs {
+        let loss = trainer.epoch(&task.train, epoch, |step, loss| {
+            if let Some(w) = writer.as_mut() {
+                w.add_scalar("train/loss", loss as f32, step as usize);
+            }
+        })?;
+        // The development set is scored each epoch only to choose one.
+        let dev = match &task.dev {
+            Some(split) if select => {
+                Some(task::evaluate(trainer, split, &task.labels, task.positive)?.1)
+            }
+            _ => None,
+        };
+        let improved = select && dev.is_some_and(|f| f > best.f1);
+        if improved {
+            (best.f1, best.epoch) = (dev.unwrap_or(0.0), epoch + 1);
+            best.weights = Some(trainer.snapshot());
+        }
+        if let Some(w) = writer.as_mut() {
+            if let Some(f) = dev {
+                w.add_scalar("dev/f1", f as f32, trainer.step as usize);
+            }
+            w.flush();
+        }
+        if dist.is_root() {
+            save_epoch(trainer, task, config, out, epoch, &best)?;
+            let progress = Progress {
+                started,
+                steps_at_start,
+            };
+            progress.print(trainer, config, epoch, loss, dev.map(|f| (f, improved)));
+        }
+        dist.barrier();
+        fault_injection::fail_after_epoch(epoch + 1)?;
+    }
+    if let Some(saved) = &best.weights {
+        trainer.restore(saved)?;
+    }
+    Ok(Fitted {
+        epoch: best.epoch,
+        chosen_on_dev: select,
+        train_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Weights, moments and the best epoch so far from the checkpoint in `dir`; returns the
+/// epochs done.
+fn restore(
+    trainer: &mut Trainer,
+    dist: &Distributed,
+    task: &TaskData,
+    config: &FinetuneConfig,
+    dir: &Path,
+    best: &mut Best,
+) -> Result<u64> {
+    let saved = finetune_checkpoint::load(dir)?;
+    finetune_checkpoint::check_same_run(&saved.state, task.name, &task.labels, config, dir)?;
+    trainer.restore(&saved.parameters.into_iter().collect::<Vec<_>>())?;
+    trainer.load_optimizer_state(saved.optimizer, saved.state.step)?;
+    best.weights = saved.best.map(|b| b.into_iter().collect::<Vec<_>>());
+    best.f1 = saved.state.best_f1.unwrap_or(f64::NEG_INFINITY);
+    best.epoch = saved.state.best_epoch;
+    let done = saved.state.epoch;
+    if dist.is_root() {
+        println!(
+            "resume: after epoch {done} of {} from {}",
+            config.epochs,
+            dir.display()
+        );
+    }
+    Ok(done)
+}
+
+/// The checkpoint after `epoch` (from 0): weights, moments and the best epoch's weights.
+fn save_epoch(
+    trainer: &Trainer,
+    task: &TaskData,
+    config: &FinetuneConfig,
+    out: &Path,
+    epoch: u64,
+    best: &Best,
+) -> Result<()> {
+    let state = FinetuneState {
+        task: task.name.to_string(),
+        epoch: epoch + 1,
+        step: trainer.step,
+        best_f1: best.f1.is_finite().then_some(best.f1),
+        best_epoch: best.epoch,
+        labels: task.labels.clone(),
+        config: config.clone(),
+    };
+    finetune_checkpoint::save(
+        out,
+        &state,
+        &trainer.snapshot(),
+        &trainer.optimizer_state(),
+        best.weights.as_deref(),
+    )?;
+    Ok(())
+}
+
+/// The line after each epoch: its loss, the development F1, time so far and the ETA.
+struct Progress {
+    started: Instant,
+    steps_at_start: u64,
+}
+
+impl Progress {
+    fn print(
+        &self,
+        trainer: &Trainer,
+        config: &FinetuneConfig,
+        epoch: u64,
+        loss: f64,
+        dev: Option<(f64, bool)>,
+    ) {
+        let total_steps = trainer.steps_per_epoch * config.epochs;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let done = (trainer.step - self.steps_at_start).max(1) as f64;
+        let left = elapsed / done * (total_steps - trainer.step) as f64;
+        let dev = dev.map_or(String::new(), |(f, best)| {
+            format!(", dev F1 {f:.4}{}", if best { " (best)" } else { "" })
+        });
+        println!(
+            "epoch {}/{}: loss {loss:.4}{dev} | {elapsed:.0} s, ETA {}",
+            epoch + 1,
+            config.epochs,
+            format_duration(left)
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! A fine-tuning task as the loop and the command share it: the inputs of its splits, what
+//! maps predictions back to their records, and the scores of a split (entity F1 for NER,
+//! sklearn's F1 for RE) with its prediction lines.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::finetune::class_metrics;
+use crate::finetune::classifier::Head;
+use crate::finetune::entity_metrics;
+use crate::finetune::ner_data::{TaggedSentence, Window, IGNORED};
+use crate::finetune::trainer::{Input, Trainer};
+
+/// Everything a task needs, read and checked before any output is written.
+pub struct TaskData {
+    pub head: Head,
+    pub name: &'static str,
+    pub labels: Vec<String>,
+    pub train: Vec<Input>,
+    pub dev: Option<Split>,
+    pub test: Split,
+    /// The positive class of a binary RE task.
+    pub positive: Option<usize>,
+}
+
+/// An evaluation split: its inputs and what maps predictions back to its records.
+pub struct Split {
+    pub path: PathBuf,
+    pub inputs: Vec<Input>,
+    pub records: Records,
+}
+
+pub enum Records {
+    Ner {
+        sentences: Vec<TaggedSentence>,
+        windows: Vec<Window>,
+    },
+    Re {
+        gold: Vec<usize>,
+    },
+}
+
+/// The scores of one split, as JSON, and its primary F1.
+pub fn evaluate(
+    trainer: &Trainer,
+    split: &Split,
+    labels: &[String],
+    positive: Option<usize>,
+) -> Result<(serde_json::Value, f64, Vec<String>)> {
+    let predicted = trainer.predict(&split.inputs)?;
+    match &split.records {
+        Records::Ner { sentences, windows } => {
+            let tags = ner_tags(sentences, windows, &predicted, labels);
+            let gold: Vec<Vec<String>> = sentences.iter().map(|s| s.labels.clone()).collect();
+            let scores = entity_metrics::score(&gold, &tags);
+            let f1 = scores.f1;
+            let lines = conll_lines(sentences, &tags);
+            Ok((serde_json::to_value(scores)?, f1, lines))
+        }
+        Records::Re { gold } => {
+            let guess: Vec<usize> = predicted.iter().map(|p| p[0]).collect();
+            let scores = class_metrics::score(gold, &guess, positive);
+            let f1 = scores.f1.unwrap_or(scores.micro_f1);
+            let mut lines = vec!["index\tgold\tpredicted".to_string()];
+            lines.extend(
+                gold.iter()
+                    .zip(&guess)
+                    .enumerate()
+                    .map(|(i, (g, p))| format!("{i}\t{}\t{}", labels[*g], labels[*p])),
+            );
+            Ok((serde_json::to_value(scores)?, f1, lines))
+        }
+    }
+}
+
+/// Each word's predicted tag: the prediction at its first piece, in its window.
+fn ner_tags(
+    sentences: &[TaggedSentence],
+    windows: &[Window],
+    predicted: &[Vec<usize>],
+    labels: &[String],
+) -> Vec<Vec<String>> {
+    let mut tags: Vec<Vec<String>> = sentences
+        .iter()
+        .map(|s| vec!["O".to_string(); s.words.len()])
+        .collect();
+    for (w, p) in windows.iter().zip(predicted) {
+        let firsts = w.labels.iter().enumerate().filter(|(_, &l)| l != IGNORED);
+        for ((position, _), word) in firsts.zip(w.words.0..w.words.1) {
+            tags[w.sentence][word] = labels[p[position]].clone();
+        }
+    }
+    tags
+}
+
+/// conlleval's input: `token gold predicted` a line, a blank line after each sentence.
+fn conll_lines(sentences: &[TaggedSentence], tags: &[Vec<String>]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (s, t) in sentences.iter().zip(tags) {
+        for ((word, gold), guess) in s.words.iter().zip(&s.labels).zip(t) {
+            lines.push(format!("{word} {gold} {guess}"));
+        }
+        lines.push(String::new());
+    }
+    lines
+}
