@@ -43,6 +43,13 @@ fn embedding(p: nn::Path, n: i64, dim: i64, std: f64) -> nn::Embedding {
     nn::embedding(p, n, dim, config)
 }
 
+/// The query, key and value of a fused product split by `unbind`.
+fn three(parts: Vec<Tensor>) -> [Tensor; 3] {
+    parts
+        .try_into()
+        .unwrap_or_else(|p: Vec<Tensor>| panic!("q, k and v: {} parts", p.len()))
+}
+
 fn activation(name: &str, x: &Tensor) -> Tensor {
     match name {
         "gelu_new" | "gelu_pytorch_tanh" => x.gelu("tanh"),
@@ -341,18 +348,24 @@ impl Bert {
         match attend {
             Attend::Padded(mask) => {
                 let (b, t, _) = qkv.size3().expect("[batch, seq, 3 x hidden]");
+                // One strided view split by `unbind`, whose backward is one `stack`: three
+                // `select`s would each allocate and fill a zero tensor the size of the
+                // whole product in backward, and autograd would add the three.
                 let qkv = qkv.view([b, t, 3, heads, dim]).permute([2, 0, 3, 1, 4]);
-                sdpa(&qkv.get(0), &qkv.get(1), &qkv.get(2), *mask)
+                let [q, k, v] = three(qkv.unbind(0));
+                sdpa(&q, &k, &v, *mask)
                     .transpose(1, 2)
                     .contiguous()
                     .view([b, t, h])
             }
             Attend::Packed { packing, flash } => {
                 let tokens = qkv.size()[0];
-                let qkv = qkv.view([tokens, 3, heads, dim]);
-                let part = |i: i64| qkv.select(1, i).contiguous();
-                let (q, k, v) = (part(0), part(1), part(2));
+                let [q, k, v] = three(qkv.view([tokens, 3, heads, dim]).unbind(1));
                 if *flash {
+                    // The kernel takes a last dimension of stride 1, which these views
+                    // have; the copies stay until a GPU check shows the strided views
+                    // give the same results there.
+                    let (q, k, v) = (q.contiguous(), k.contiguous(), v.contiguous());
                     let cu = &packing.cu_seqlens;
                     // `available` ran the kernel on this device, dtype and head size: a
                     // failure now is a broken invariant, not a host fact.
