@@ -23,6 +23,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIOBERT=${BIOBERT:-$ROOT/target/release/biobert}
 die() { echo "mpirun.sh: $*" >&2; exit 1; }
+if [ -n "${NP:-}" ] && ! [[ $NP =~ ^[1-9][0-9]*$ ]]; then
+  die "NP=$NP: expected the number of ranks, a positive integer"
+fi
 # Finds torch on this node (and forwards its location to the others below).
 # shellcheck source=env.sh
 source "$ROOT/launch/env.sh" || die "cannot start without torch (see above)"
@@ -61,9 +64,10 @@ echo "mpirun.sh: $NP rank(s), ${cores_per_rank} core(s) each, torch at $BIOBERT_
 # Ctrl-C or SIGTERM: the ranks finish the step, checkpoint and exit 0 (launch/ranks.sh).
 # shellcheck source=ranks.sh
 source "$ROOT/launch/ranks.sh"
+if [ -z "${HOSTFILE:-}" ]; then RANKS_ALL_LOCAL=1; fi
 # shellcheck disable=SC2086
 run_ranks mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$BIOBERT" pretrain "$@"
-if [ -n "$RANKS_SIGNAL" ]; then
+if [ -n "$RANKS_SIGNAL" ] && [ "$RANKS_FAILED" = 0 ]; then
   echo "mpirun.sh: stopped by SIG$RANKS_SIGNAL; continue with --resume auto" >&2
   exit 0
 fi

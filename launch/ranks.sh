@@ -4,7 +4,18 @@
 #   run_ranks mpirun ARGS...      # sets RANKS_RC (mpirun's exit code) and RANKS_SIGNAL
 #
 # After a stop signal, mpirun's exit code says little (it reports the signal): the caller
-# judges by the checkpoint written since.
+# judges by the checkpoint written since. RANKS_FAILED=1 says the ranks of this node had
+# already exited when the signal came, or that mpirun outlived them (a failed job): the
+# caller must not report a clean stop.
+#
+# A rank that fails makes mpirun kill the job's other processes, waiting the sigkill
+# timeout (110 s, see below) before each SIGKILL, twice: minutes before a job whose every
+# rank has already exited comes back. So once no rank of this node has run for 3 s while
+# mpirun still does, and no stop signal came, mpirun is ended at once and the job counts as
+# failed. The long grace stays for what it is for: ranks checkpointing after a stop signal.
+# A rank that fails before it was ever seen counts only where every rank runs on this node
+# (RANKS_ALL_LOCAL=1, set by mpirun.sh without a hostfile): after 10 s without one, mpirun
+# has nothing left to start. A launch node that hosts no rank never ends mpirun this way.
 #
 # mpirun answers SIGINT and SIGTERM by killing its ranks within a second (odls'
 # sigkill timeout), too soon for rank 0 to write a BERT-base checkpoint, and Open MPI puts
@@ -30,6 +41,7 @@ _ranks_stop() {
     return
   fi
   RANKS_SIGNAL=$1
+  if [ "$_ranks_seen" = 1 ] && ! _ranks_alive; then RANKS_FAILED=1; fi
   echo "launch: SIG$1: the ranks finish their step, checkpoint and stop" >&2
   for pid in $(_ranks_descendants "$_ranks_job"); do
     if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = biobert-core ]; then kill -TERM "$pid" 2>/dev/null || true; fi
@@ -37,26 +49,38 @@ _ranks_stop() {
 }
 
 run_ranks() {
-  RANKS_SIGNAL="" RANKS_RC=0
+  RANKS_SIGNAL="" RANKS_RC=0 RANKS_FAILED=0
+  _ranks_seen=0
   trap '_ranks_stop INT' INT
   trap '_ranks_stop TERM' TERM
   trap '_ranks_stop USR1' USR1
   setsid "$@" &
   _ranks_job=$!
-  # `wait` returns early when a trapped signal arrives: wait until mpirun is gone. After a
-  # stop, mpirun may itself be in its slow kill sequence (a scheduler signalled it too):
-  # once the ranks of this node are gone, it has nothing left to do.
-  local idle=0
+  # Polled, not waited for: a trapped signal is handled within half a second either way.
+  # After a stop, mpirun may itself be in its slow kill sequence (a scheduler signalled it
+  # too): once the ranks of this node are gone, it has nothing left to do. Without one,
+  # mpirun outliving its ranks is the failed-job case above.
+  local idle=0 polls=0
   while kill -0 "$_ranks_job" 2>/dev/null; do
-    if [ -z "$RANKS_SIGNAL" ]; then
-      wait "$_ranks_job" && RANKS_RC=0 || RANKS_RC=$?
-      continue
+    polls=$((polls + 1))
+    if _ranks_alive; then
+      idle=0 _ranks_seen=1
+    elif [ "$_ranks_seen" = 1 ] || { [ "${RANKS_ALL_LOCAL:-0}" = 1 ] && [ "$polls" -ge 20 ]; }; then
+      idle=$((idle + 1))
     fi
-    if _ranks_alive; then idle=0; else idle=$((idle + 1)); fi
-    if [ "$idle" -ge 10 ]; then kill -KILL "$_ranks_job" 2>/dev/null || true; fi
+    if [ -n "$RANKS_SIGNAL" ] && [ "$idle" -ge 10 ]; then kill -KILL "$_ranks_job" 2>/dev/null || true; fi
+    if [ -z "$RANKS_SIGNAL" ] && [ "$idle" -ge 6 ]; then
+      echo "launch: the ranks of this node have exited and mpirun is still killing the job's processes: ending it now" >&2
+      RANKS_FAILED=1
+      kill -KILL "$_ranks_job" 2>/dev/null || true
+    fi
     sleep 0.5
   done
   wait "$_ranks_job" 2>/dev/null && RANKS_RC=0 || RANKS_RC=$?
+  # mpirun killed here reports the SIGKILL (137): the job's own failure is exit code 1.
+  if [ "$RANKS_FAILED" = 1 ] && { [ -z "$RANKS_SIGNAL" ] || [ "$RANKS_RC" -eq 0 ]; }; then
+    RANKS_RC=1
+  fi
   trap - INT TERM USR1
 }
 

@@ -174,14 +174,9 @@ fn a_killed_rank_ends_the_job() {
         .spawn()
         .unwrap();
     // Wait until training is under way (rank 0 has logged a step).
-    let waited = Instant::now();
-    while !run.join("log.jsonl").is_file() {
-        assert!(
-            waited.elapsed() < Duration::from_secs(120),
-            "the job never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the job's first step", Duration::from_millis(100), || {
+        run.join("log.jsonl").is_file()
+    });
     let marker = run.display().to_string();
     let pid = rank_pid(1, &marker).expect("rank 1's process");
     // SAFETY: kill(2) on a pid we just found; a stale pid only makes the test fail.

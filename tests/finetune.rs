@@ -439,3 +439,43 @@ fn two_ranks_fine_tune_together() {
     assert_eq!(losses.len(), 2, "{text}");
     assert!(losses[1] < losses[0], "epoch losses {losses:?}");
 }
+
+/// A checkpoint records what it trained on: resuming with another --limit-train (or edited
+/// files) is refused by name instead of training on the other data, and nothing of the
+/// checkpoint is lost.
+#[test]
+fn a_resume_on_other_training_data_is_refused() {
+    let data = shared_data().join("finetune/re/GAD/1");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let args = |limit: &'static str| {
+        [
+            "--limit-train",
+            limit,
+            "--limit-eval",
+            "16",
+            "--set",
+            "epochs=2",
+            "--set",
+            "max_seq_len=48",
+        ]
+    };
+    let stopped = finetune("re", &data, &out, &args("32"))
+        .env("BIOBERT_FAIL_AFTER_EPOCH", "1")
+        .output()
+        .unwrap();
+    assert!(!stopped.status.success());
+    let other = finetune("re", &data, &out, &args("40"))
+        .args(["--resume", "auto"])
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+    let text = stderr(&other);
+    assert!(
+        text.contains("written for other training data (32 inputs")
+            && text.contains("now 40 inputs"),
+        "{text}"
+    );
+    assert!(out.join("checkpoints/epoch_0001/state.json").is_file());
+    run_ok(finetune("re", &data, &out, &args("32")).args(["--resume", "auto"]));
+}

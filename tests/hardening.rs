@@ -468,15 +468,9 @@ fn a_stop_signal_reaches_a_run_whose_loader_is_busy() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let log = run.join("log.jsonl");
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 4 {
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "the run did not reach step 4"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until("step 4", std::time::Duration::from_millis(100), || {
+        logged_lines(&run) >= 4
+    });
     std::thread::sleep(std::time::Duration::from_millis(500));
     // SAFETY: kill with a valid pid and signal number.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -207,14 +207,9 @@ fn mpirun_sh_stops_cleanly_on_ctrl_c() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while std::fs::read_to_string(out.join("log.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no steps logged"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("three logged steps", Duration::from_millis(100), || {
+        logged_lines(&out) >= 3
+    });
     // SAFETY: kill with a valid pid and signal number.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let result = child.wait_with_output().unwrap();
@@ -226,4 +221,63 @@ fn mpirun_sh_stops_cleanly_on_ctrl_c() {
         out.join("checkpoints").join(latest.trim()).is_dir(),
         "{log}"
     );
+}
+
+/// A rank that fails ends `launch/mpirun.sh` within seconds, with a non-zero exit and the
+/// rank's message, not after mpirun's two 110 s kill timeouts; a bad NP is one line.
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn mpirun_sh_fails_fast_when_a_rank_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(workspace().join("launch/mpirun.sh"))
+        .current_dir(workspace())
+        .env("BIOBERT", biobert_path())
+        .env("NP", "1")
+        .args(["--config", "/nonexistent.toml", "--data"])
+        .arg(corpus())
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(!out.status.success(), "{}", both(&out));
+    assert!(both(&out).contains("/nonexistent.toml"), "{}", both(&out));
+    assert!(seconds < 40.0, "took {seconds:.0} s:\n{}", both(&out));
+
+    // Two ranks, one failing mid-run.
+    let started = std::time::Instant::now();
+    let failed = mpirun_sh(
+        &[("NP", "2"), ("BIOBERT_FAIL_AT", "1:3")],
+        &dir.path().join("run2"),
+        20,
+        false,
+    )
+    .output()
+    .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(!failed.status.success(), "{}", both(&failed));
+    assert!(
+        both(&failed).contains("injected failure at step 3"),
+        "{}",
+        both(&failed)
+    );
+    assert!(seconds < 60.0, "took {seconds:.0} s:\n{}", both(&failed));
+
+    for np in ["abc", "0", "-2"] {
+        let bad = Command::new(workspace().join("launch/mpirun.sh"))
+            .current_dir(workspace())
+            .env("BIOBERT", biobert_path())
+            .env("NP", np)
+            .args(["--config", "configs/tiny.toml"])
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        let text = stderr(&bad);
+        assert!(
+            text.contains(&format!("NP={np}: expected the number of ranks")),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use biobert::data::corpus::Corpus;
 use biobert::data::instances::{self, InstanceConfig, SpecialTokens};
@@ -82,14 +82,9 @@ fn a_killed_run_resumes_to_the_same_losses_bit_for_bit() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while !out.join("checkpoints/step_00000008").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until("the step-8 checkpoint", Duration::from_millis(2), || {
+        out.join("checkpoints/step_00000008").exists()
+    });
     // A pseudo-random moment after the second checkpoint, down to mid-step or mid-save.
     std::thread::sleep(Duration::from_millis(u64::from(std::process::id() % 150)));
     child.kill().unwrap();

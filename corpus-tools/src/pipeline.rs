@@ -254,29 +254,13 @@ pub fn shard_text(
         .map(|(_, e)| e.text.as_ref().map_or(0, |t| t.bytes))
         .sum();
     let progress = Progress::start("shard", total, counters.clone());
-    let tokenizer_ref = &tokenizer;
-    let counters_ref = &counters;
-    let result = ordered::run(
+    let result = tokenize_texts(
         &texts,
         threads,
-        |file, (path, entry), out: &Outbox<'_, Vec<Doc>, SourceFile>| {
-            tokenize_text_shard(
-                file,
-                path,
-                entry,
-                tokenizer_ref,
-                resume_after,
-                counters_ref,
-                out,
-            )
-        },
-        |_, message| match message {
-            Message::Batch(docs) => docs.into_iter().try_for_each(|doc| {
-                count(&counters, &doc);
-                sink.push(doc)
-            }),
-            Message::Done(_) => Ok(()),
-        },
+        &tokenizer,
+        resume_after,
+        &counters,
+        &mut sink,
     );
     let elapsed = progress.finish();
     if let Err(e) = result {
@@ -308,6 +292,31 @@ pub fn shard_text(
     let manifest = finish(&job, outcome)?;
     report(&manifest, elapsed.as_secs_f64(), total);
     Ok(manifest)
+}
+
+/// Tokenises the text shards in parallel into `sink`, in file order.
+fn tokenize_texts(
+    texts: &[(PathBuf, &ShardEntry)],
+    threads: usize,
+    tokenizer: &WordPieceTokenizer,
+    resume_after: Option<(usize, u64)>,
+    counters: &Arc<Counters>,
+    sink: &mut ShardSink,
+) -> Result<()> {
+    ordered::run(
+        texts,
+        threads,
+        |file, (path, entry), out: &Outbox<'_, Vec<Doc>, SourceFile>| {
+            tokenize_text_shard(file, path, entry, tokenizer, resume_after, counters, out)
+        },
+        |_, message| match message {
+            Message::Batch(docs) => docs.into_iter().try_for_each(|doc| {
+                count(counters, &doc);
+                sink.push(doc)
+            }),
+            Message::Done(_) => Ok(()),
+        },
+    )
 }
 
 /// The text shards of a text corpus, by path.

@@ -5,9 +5,11 @@
 //! where the communicator may not be used).
 //!
 //! A builder that dies leaves its lock behind. The lock names its host and pid: on the
-//! same host a dead pid frees it at once; from another host the lock counts as abandoned
-//! when its modification time, which the builder renews every few seconds, has not moved
-//! for a minute of the waiter's own clock (so clock skew between hosts does not matter).
+//! same host a dead pid frees it at once. Otherwise (another host, or a live pid of this
+//! host that may be another process since a restart or in another container) the lock
+//! counts as abandoned when its modification time, which the builder renews every few
+//! seconds, has not moved for a minute of the waiter's own clock (so clock skew between
+//! hosts does not matter): a waiter waits at most that minute for a dead builder.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -125,10 +127,9 @@ impl LockWatch {
             return false;
         };
         if let Some((host, pid)) = text.trim().split_once(' ') {
-            if host == hostname() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    return !process_alive(pid);
-                }
+            let dead = pid.parse::<i32>().is_ok_and(|pid| !process_alive(pid));
+            if host == hostname() && dead {
+                return true;
             }
         }
         let Ok(modified) = std::fs::metadata(lock).and_then(|m| m.modified()) else {
@@ -164,9 +165,10 @@ pub fn wait_or_take(target: &Path, what: &str) -> Result<Option<BuildLock>> {
         if !said && started.elapsed() > Duration::from_secs(2) {
             let holder = std::fs::read_to_string(lock_path(target)).unwrap_or_default();
             println!(
-                "waiting for {what}, which {} is building ({})",
+                "waiting for {what}, which {} is building ({}); a lock not renewed for {} s is taken over",
                 holder.trim(),
-                target.display()
+                target.display(),
+                ABANDONED_AFTER.as_secs()
             );
             said = true;
         }
@@ -291,6 +293,26 @@ mod tests {
             .unwrap()
             .modified()
             .unwrap();
+        watch.seen = Some((m, Instant::now() - ABANDONED_AFTER));
+        assert!(BuildLock::try_take(&target, &mut watch).unwrap().is_some());
+    }
+
+    /// A live pid of this host that is not the builder (pid reuse after a restart, another
+    /// container): the heartbeat decides, not the pid.
+    #[test]
+    fn a_same_host_lock_with_a_live_pid_is_taken_once_its_heartbeat_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("epoch.idx");
+        // pid 1 is always alive, and never a builder.
+        std::fs::write(lock_path(&target), format!("{} 1", hostname())).unwrap();
+        let mut watch = LockWatch::default();
+        assert!(BuildLock::try_take(&target, &mut watch).unwrap().is_none());
+        let m = std::fs::metadata(lock_path(&target))
+            .unwrap()
+            .modified()
+            .unwrap();
+        watch.seen = Some((m, Instant::now() - ABANDONED_AFTER / 2));
+        assert!(BuildLock::try_take(&target, &mut watch).unwrap().is_none());
         watch.seen = Some((m, Instant::now() - ABANDONED_AFTER));
         assert!(BuildLock::try_take(&target, &mut watch).unwrap().is_some());
     }

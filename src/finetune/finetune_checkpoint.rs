@@ -25,6 +25,19 @@ pub struct FinetuneState {
     pub best_epoch: u64,
     pub labels: Vec<String>,
     pub config: FinetuneConfig,
+    /// What trained and chose the epoch: the sha256 of the training inputs (word-piece ids
+    /// and targets, in file order, after --limit-train) and of the development inputs, so
+    /// that a resume on edited files or another limit is refused. Absent in checkpoints of
+    /// earlier versions, which are then not checked.
+    #[serde(default)]
+    pub inputs: Option<InputDigests>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputDigests {
+    pub train: String,
+    pub train_count: usize,
+    pub dev: Option<String>,
 }
 
 /// What a checkpoint holds, read back.
@@ -119,14 +132,33 @@ pub fn load(dir: &Path) -> Result<Saved> {
     })
 }
 
-/// A resumed run must be the same run: same task, labels and settings.
+/// A resumed run must be the same run: same task, labels, settings and inputs.
 pub fn check_same_run(
     saved: &FinetuneState,
     task: &str,
     labels: &[String],
     config: &FinetuneConfig,
+    inputs: &InputDigests,
     dir: &Path,
 ) -> Result<()> {
+    if let Some(was) = &saved.inputs {
+        if was.train != inputs.train || was.train_count != inputs.train_count {
+            bail!(
+                "{}: written for other training data ({} inputs, sha256 {}…; now {} inputs, sha256 {}…): resume with the same files and --limit-train, or choose another --out",
+                dir.display(),
+                was.train_count,
+                &was.train[..12.min(was.train.len())],
+                inputs.train_count,
+                &inputs.train[..12.min(inputs.train.len())]
+            );
+        }
+        if was.dev != inputs.dev {
+            bail!(
+                "{}: written with another development set (it chooses the epoch): resume with the same files and --limit-eval, or choose another --out",
+                dir.display()
+            );
+        }
+    }
     if saved.task != task || saved.labels != labels {
         bail!(
             "{}: a checkpoint of finetune {} with labels {}, not of this run; choose another --out",

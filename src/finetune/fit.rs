@@ -9,7 +9,7 @@ use anyhow::Result;
 use tensorboard_rs::summary_writer::SummaryWriter;
 
 use crate::config::finetune_config::FinetuneConfig;
-use crate::finetune::finetune_checkpoint::{self, FinetuneState};
+use crate::finetune::finetune_checkpoint::{self, FinetuneState, InputDigests};
 use crate::finetune::task::{self, TaskData};
 use crate::finetune::trainer::Trainer;
 use crate::parallel::distributed::Distributed;
@@ -48,8 +48,9 @@ pub fn fit(
         f1: f64::NEG_INFINITY,
         epoch: config.epochs,
     };
+    let digests = task.digests();
     let first_epoch = match resume {
-        Some(dir) => restore(trainer, dist, task, config, dir, &mut best)?,
+        Some(dir) => restore(trainer, dist, task, config, &digests, dir, &mut best)?,
         None => 0,
     };
     let mut writer = dist
@@ -82,7 +83,7 @@ pub fn fit(
             w.flush();
         }
         if dist.is_root() {
-            save_epoch(trainer, task, config, out, epoch, &best)?;
+            save_epoch(trainer, task, config, &digests, out, epoch, &best)?;
             let progress = Progress {
                 started,
                 steps_at_start,
@@ -109,11 +110,13 @@ fn restore(
     dist: &Distributed,
     task: &TaskData,
     config: &FinetuneConfig,
+    digests: &InputDigests,
     dir: &Path,
     best: &mut Best,
 ) -> Result<u64> {
     let saved = finetune_checkpoint::load(dir)?;
-    finetune_checkpoint::check_same_run(&saved.state, task.name, &task.labels, config, dir)?;
+    let state = &saved.state;
+    finetune_checkpoint::check_same_run(state, task.name, &task.labels, config, digests, dir)?;
     trainer.restore(&saved.parameters.into_iter().collect::<Vec<_>>())?;
     trainer.load_optimizer_state(saved.optimizer, saved.state.step)?;
     best.weights = saved.best.map(|b| b.into_iter().collect::<Vec<_>>());
@@ -135,6 +138,7 @@ fn save_epoch(
     trainer: &Trainer,
     task: &TaskData,
     config: &FinetuneConfig,
+    digests: &InputDigests,
     out: &Path,
     epoch: u64,
     best: &Best,
@@ -147,6 +151,7 @@ fn save_epoch(
         best_epoch: best.epoch,
         labels: task.labels.clone(),
         config: config.clone(),
+        inputs: Some(digests.clone()),
     };
     finetune_checkpoint::save(
         out,
@@ -176,7 +181,7 @@ impl Progress {
         let total_steps = trainer.steps_per_epoch * config.epochs;
         let elapsed = self.started.elapsed().as_secs_f64();
         let done = (trainer.step - self.steps_at_start).max(1) as f64;
-        let left = elapsed / done * (total_steps - trainer.step) as f64;
+        let left = elapsed / done * total_steps.saturating_sub(trainer.step) as f64;
         let dev = dev.map_or(String::new(), |(f, best)| {
             format!(", dev F1 {f:.4}{}", if best { " (best)" } else { "" })
         });

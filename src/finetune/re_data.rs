@@ -58,14 +58,16 @@ pub fn read(path: &Path, format: Format) -> Result<Vec<Example>> {
         .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
     let mut out = Vec::new();
     let mut lines = text.lines().enumerate().peekable();
-    if format == Format::Tsv {
-        if let Some((_, first)) = lines.peek() {
-            if first.trim_end_matches('\r') == "index\tsentence\tlabel" {
-                lines.next();
-            }
-        }
+    // BioBERT's header, `index<TAB>sentence<TAB>label` (test files) or `sentence<TAB>label`
+    // (added by hand to a training file): skipped, never trained as an example.
+    let header = match (format, lines.peek()) {
+        (Format::Tsv, Some((_, first))) => tsv_header(first),
+        _ => None,
+    };
+    if header.is_some() {
+        lines.next();
     }
-    let indexed = text.starts_with("index\tsentence\tlabel");
+    let indexed = header == Some(3);
     for (i, line) in lines {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
@@ -84,6 +86,21 @@ pub fn read(path: &Path, format: Format) -> Result<Vec<Example>> {
     Ok(out)
 }
 
+/// The column count of a header line (`index`, `sentence`, `label` in BioBERT's order,
+/// any case), or `None` for a data line.
+fn tsv_header(line: &str) -> Option<usize> {
+    let fields: Vec<String> = line
+        .trim_end_matches('\r')
+        .split('\t')
+        .map(|f| f.trim().to_ascii_lowercase())
+        .collect();
+    match fields.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["index", "sentence", "label"] => Some(3),
+        ["sentence", "label"] => Some(2),
+        _ => None,
+    }
+}
+
 fn tsv_line(line: &str, indexed: bool, at: &str) -> Result<Example> {
     let fields: Vec<&str> = line.split('\t').collect();
     let (expected, text, label) = if indexed {
@@ -100,6 +117,12 @@ fn tsv_line(line: &str, indexed: bool, at: &str) -> Result<Example> {
                 text: t.to_string(),
                 label: l.trim().to_string(),
             })
+        }
+        (Some(t), Some(_)) if fields.len() == wanted && t.trim().is_empty() => {
+            bail!("{at}: the sentence is empty; expected {expected}")
+        }
+        (Some(_), Some(_)) if fields.len() == wanted => {
+            bail!("{at}: the label is empty; expected {expected}")
         }
         _ => bail!(
             "{at}: expected {expected} ({wanted} fields), found {}",
@@ -186,6 +209,25 @@ mod tests {
         let err = read(&p, Format::Jsonl).unwrap_err().to_string();
         assert!(err.contains("f:2: no string \"text\""), "{err}");
         assert_eq!(positive_label(&["0".into(), "1".into()]), Some(1));
+    }
+
+    /// A training file with BioBERT's header line trains no "label" class; an empty
+    /// sentence or label says which.
+    #[test]
+    fn a_header_line_is_not_an_example() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.tsv");
+        std::fs::write(&p, "sentence\tlabel\na @GENE$ b\t1\nc\t0\n").unwrap();
+        let e = read(&p, Format::Tsv).unwrap();
+        assert_eq!(label_set(&e), ["0", "1"]);
+        std::fs::write(&p, "Index\tSentence\tLabel\n0\ta\t1\n").unwrap();
+        assert_eq!(read(&p, Format::Tsv).unwrap().len(), 1);
+        std::fs::write(&p, "a\t1\n \t0\n").unwrap();
+        let err = read(&p, Format::Tsv).unwrap_err().to_string();
+        assert!(err.contains("train.tsv:2: the sentence is empty"), "{err}");
+        std::fs::write(&p, "a\t1\nb\t \n").unwrap();
+        let err = read(&p, Format::Tsv).unwrap_err().to_string();
+        assert!(err.contains("train.tsv:2: the label is empty"), "{err}");
         assert_eq!(positive_label(&["A".into(), "B".into()]), None);
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::finetune::class_metrics;
 use crate::finetune::classifier::Head;
 use crate::finetune::entity_metrics;
+use crate::finetune::finetune_checkpoint::InputDigests;
 use crate::finetune::ner_data::{TaggedSentence, Window, IGNORED};
 use crate::finetune::trainer::{Input, Trainer};
 
@@ -39,6 +40,32 @@ pub enum Records {
     Re {
         gold: Vec<usize>,
     },
+}
+
+/// The sha256 of inputs as they train: each input's ids and targets, in order.
+pub fn inputs_sha256(inputs: &[Input]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for input in inputs {
+        for part in [&input.input_ids, &input.targets] {
+            hash.update((part.len() as u64).to_le_bytes());
+            for v in part.iter() {
+                hash.update(v.to_le_bytes());
+            }
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl TaskData {
+    /// What a checkpoint records of this task's inputs.
+    pub fn digests(&self) -> InputDigests {
+        InputDigests {
+            train: inputs_sha256(&self.train),
+            train_count: self.train.len(),
+            dev: self.dev.as_ref().map(|d| inputs_sha256(&d.inputs)),
+        }
+    }
 }
 
 /// The scores of one split, as JSON, and its primary F1.

@@ -64,6 +64,24 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// Polls `ready` every `poll` until it holds; fails the test naming `what` after two
+/// minutes.
+pub fn wait_until(what: &str, poll: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{what} did not happen within 120 s"
+        );
+        std::thread::sleep(poll);
+    }
+}
+
+/// The lines of a run's log.jsonl so far (0 before it exists).
+pub fn logged_lines(out: &std::path::Path) -> usize {
+    std::fs::read_to_string(out.join("log.jsonl")).map_or(0, |t| t.lines().count())
+}
+
 /// The real NCBI sample files, in `shared/data` beside the repository.
 pub fn shared_data() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
