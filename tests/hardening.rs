@@ -261,6 +261,31 @@ fn resuming_on_another_corpus_is_refused_unless_asked() {
     );
 }
 
+/// Shard files replaced by another corpus's (copied or linked) no longer match the counts
+/// and sizes in manifest.json: refused by name before anything trains.
+#[test]
+fn shards_that_do_not_match_their_manifest_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let swapped = tmp.path().join("corpus");
+    std::fs::create_dir_all(&swapped).unwrap();
+    for entry in std::fs::read_dir(corpus()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), swapped.join(entry.file_name())).unwrap();
+    }
+    for ext in ["bin", "idx"] {
+        let name = format!("shard_00000.{ext}");
+        std::fs::remove_file(swapped.join(&name)).unwrap();
+        std::os::unix::fs::symlink(other_corpus().join(&name), swapped.join(&name)).unwrap();
+    }
+    let mut cmd = pretrain_tiny(&swapped, &tmp.path().join("run"), &["--max-steps", "6"]);
+    let err = fails_with(
+        &mut cmd,
+        "shard shard_00000 is not the one manifest.json describes",
+    );
+    assert!(err.contains("documents, the manifest says"), "{err}");
+    assert!(!tmp.path().join("run").exists());
+}
+
 #[test]
 fn token_ids_beyond_the_vocabulary_name_the_shard() {
     let tmp = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use corpus_tools::indexed_dataset::IndexedDataset;
-use corpus_tools::manifest::Manifest;
+use corpus_tools::manifest::{Manifest, ShardEntry};
 use sha2::{Digest, Sha256};
 
 pub struct Corpus {
@@ -38,6 +38,7 @@ impl Corpus {
                 bail!("{}: shard {} has no token files", dir.display(), entry.name);
             }
             let ds = IndexedDataset::open(&dir.join(&entry.name))?;
+            check_against_manifest(dir, entry, &ds)?;
             doc_starts.push(doc_starts.last().copied().unwrap_or(0) + ds.documents() as u64);
             seq_starts.push(seq_starts.last().copied().unwrap_or(0) + ds.sequences() as u64);
             shards.push(ds);
@@ -120,6 +121,49 @@ impl Corpus {
         }
         Ok(())
     }
+}
+
+/// A shard must be the one its manifest describes (cheap: sizes and counts; `corpus-tools
+/// verify` compares the checksums): shards swapped or linked to another corpus's files
+/// would otherwise train, and the instance index, keyed by the manifest, would name the
+/// wrong data.
+fn check_against_manifest(dir: &Path, entry: &ShardEntry, ds: &IndexedDataset) -> Result<()> {
+    let mut differences = Vec::new();
+    if ds.documents() as u64 != entry.documents {
+        differences.push(format!(
+            "{} documents, the manifest says {}",
+            ds.documents(),
+            entry.documents
+        ));
+    }
+    if ds.sequences() as u64 != entry.sentences {
+        differences.push(format!(
+            "{} sentences, the manifest says {}",
+            ds.sequences(),
+            entry.sentences
+        ));
+    }
+    for digest in [&entry.bin, &entry.idx].into_iter().flatten() {
+        let path = dir.join(&digest.file);
+        let bytes = std::fs::metadata(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?
+            .len();
+        if bytes != digest.bytes {
+            differences.push(format!(
+                "{} is {bytes} bytes, the manifest says {}",
+                digest.file, digest.bytes
+            ));
+        }
+    }
+    if !differences.is_empty() {
+        bail!(
+            "{}: shard {} is not the one manifest.json describes ({}): its files were replaced or damaged; corpus-tools verify checks every shard",
+            dir.display(),
+            entry.name,
+            differences.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// The sha256 of a file (a vocabulary, the manifest) in hex, as the manifest records
