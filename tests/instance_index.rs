@@ -249,3 +249,45 @@ fn one_builder_the_others_wait() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Records damaged behind an intact header (random bytes, zeros) are refused by name, not
+/// read past the corpus or trained as empty instances; a cache folder removed while a run
+/// uses it is made again by the next build.
+#[test]
+fn damaged_records_are_refused_and_a_removed_folder_is_rebuilt() {
+    let corpus = Arc::new(Corpus::open(corpus_dir()).unwrap());
+    let d = data_config();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open_store(&corpus, tmp.path(), &d);
+    let (index, _) = store.epoch(Part::Train, 0, || Ok(pool(1))).unwrap();
+    let sentences = corpus.sequences();
+    for i in 0..index.len() {
+        index.get_checked(i, sentences).unwrap();
+    }
+    drop(index);
+    let path = store.path(Part::Train, 0);
+    let bytes = std::fs::read(&path).unwrap();
+    let header = 64; // the format's header; records follow
+    for fill in [0xA5u8, 0] {
+        let mut damaged = bytes.clone();
+        for (k, b) in damaged[header..].iter_mut().enumerate() {
+            *b = if fill == 0 {
+                0
+            } else {
+                (k as u8).wrapping_mul(fill) | 0x80
+            };
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &damaged).unwrap();
+        let (index, _) = store.epoch(Part::Train, 0, || Ok(pool(1))).unwrap();
+        let err = index.get_checked(0, sentences).unwrap_err().to_string();
+        assert!(
+            err.contains("train-epoch-000000.idx: record 0 is not an instance"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&store.dir).unwrap();
+    let (index, report) = store.epoch(Part::Train, 1, || Ok(pool(1))).unwrap();
+    assert!(report.is_some() && !index.is_empty());
+    assert!(store.dir.join("key.txt").is_file());
+}

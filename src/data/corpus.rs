@@ -79,6 +79,10 @@ impl Corpus {
         )
     }
 
+    pub fn sequences(&self) -> u64 {
+        *self.seq_starts.last().expect("starts with 0")
+    }
+
     pub fn documents(&self) -> u64 {
         *self.doc_starts.last().expect("starts with 0")
     }

@@ -235,7 +235,13 @@ impl Sampler {
     pub fn example(&mut self, sample: u64) -> anyhow::Result<Example> {
         let (epoch, index) = self.locate(sample)?;
         self.open_epoch(epoch)?;
-        let instance = self.current.as_ref().expect("opened above").1.get(index);
+        let sentences = self.corpus.sequences();
+        let instance = self
+            .current
+            .as_ref()
+            .expect("opened above")
+            .1
+            .get_checked(index, sentences)?;
         instances::make_example(
             &self.corpus,
             &instance,
@@ -254,7 +260,7 @@ impl Sampler {
         if list.is_empty() {
             return Ok(None);
         }
-        let instance = list.get(index % list.len());
+        let instance = list.get_checked(index % list.len(), self.corpus.sequences())?;
         instances::make_example(
             &self.corpus,
             &instance,

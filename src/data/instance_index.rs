@@ -94,6 +94,8 @@ pub fn decode(record: &[u8]) -> Instance {
 pub struct IndexStore {
     pub dir: PathBuf,
     key: [u8; 16],
+    /// What the key covers (key.txt).
+    key_text: String,
     corpus: Arc<Corpus>,
     config: InstanceConfig,
     heldout_fraction: f64,
@@ -131,29 +133,38 @@ impl IndexStore {
         let digest = Sha256::digest(text.as_bytes());
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         let dir = root.join(hex);
-        std::fs::create_dir_all(&dir).with_context(|| {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        let store = IndexStore {
+            dir,
+            key,
+            key_text: text,
+            corpus,
+            config: config.clone(),
+            heldout_fraction,
+        };
+        store.ensure_folder()?;
+        build_lock::clear_abandoned(&store.dir);
+        Ok(store)
+    }
+
+    /// The folder and its key.txt, created again if they were removed (the README says
+    /// removing a cache folder is safe, also while a run uses it).
+    fn ensure_folder(&self) -> Result<()> {
+        let dir = &self.dir;
+        std::fs::create_dir_all(dir).with_context(|| {
             format!("{}: cannot create the instance index folder", dir.display())
         })?;
-        build_lock::clear_abandoned(&dir);
         let key_file = dir.join("key.txt");
         match std::fs::read_to_string(&key_file) {
-            Ok(existing) if existing == text => {}
+            Ok(existing) if existing == self.key_text => Ok(()),
             Ok(_) => bail!(
                 "{}: describes another corpus or data config under the same hash; remove {} to rebuild",
                 key_file.display(),
                 dir.display()
             ),
-            Err(_) => write_atomically(&key_file, text.as_bytes())?,
+            Err(_) => write_atomically(&key_file, self.key_text.as_bytes()),
         }
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        Ok(IndexStore {
-            dir,
-            key,
-            corpus,
-            config: config.clone(),
-            heldout_fraction,
-        })
     }
 
     pub fn path(&self, part: Part, epoch: u64) -> PathBuf {
@@ -184,6 +195,7 @@ impl IndexStore {
         epoch: u64,
         pool: impl FnOnce() -> Result<rayon::ThreadPool>,
     ) -> Result<(EpochIndex, Option<BuildReport>)> {
+        self.ensure_folder()?;
         let path = self.path(part, epoch);
         let report = match build_lock::wait_or_take(&path, "the instance index")? {
             Some(lock) => Some(self.build_locked(part, epoch, &pool()?, lock)?),
@@ -204,6 +216,7 @@ impl IndexStore {
         if path.exists() {
             return Ok(None);
         }
+        self.ensure_folder()?;
         match BuildLock::try_take(&path, &mut LockWatch::default())? {
             Some(lock) if !path.exists() => Ok(Some(self.build_locked(part, epoch, pool, lock)?)),
             _ => Ok(None),
@@ -533,6 +546,7 @@ fn prefetch(record: &[u8; RECORD]) {
 pub struct EpochIndex {
     map: Mmap,
     count: u64,
+    path: PathBuf,
 }
 
 impl EpochIndex {
@@ -563,7 +577,11 @@ impl EpochIndex {
         if map.len() as u64 != HEADER as u64 + count * RECORD as u64 {
             return Err(bad("its length does not match its count"));
         }
-        Ok(EpochIndex { map, count })
+        Ok(EpochIndex {
+            map,
+            count,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -577,6 +595,25 @@ impl EpochIndex {
     pub fn get(&self, i: u64) -> Instance {
         let at = HEADER + i as usize * RECORD;
         decode(&self.map[at..at + RECORD])
+    }
+
+    /// Record `i`, checked against a corpus of `sentences` sentences: a damaged file (the
+    /// header intact, the records not) is refused by name instead of reading past the
+    /// corpus or training on empty instances.
+    pub fn get_checked(&self, i: u64, sentences: u64) -> Result<Instance> {
+        let instance = self.get(i);
+        let (a, b) = (instance.a, instance.b);
+        if a.0 < a.1 && a.1 <= sentences && b.0 <= b.1 && b.1 <= sentences {
+            return Ok(instance);
+        }
+        bail!(
+            "{}: record {i} is not an instance of this corpus (segment A: sentences {}..{}, B: {}..{}; the corpus has {sentences}): the file is damaged; remove it and it is rebuilt",
+            self.path.display(),
+            a.0,
+            a.1,
+            b.0,
+            b.1
+        )
     }
 }
 
