@@ -510,3 +510,43 @@ fn a_stop_signal_reaches_a_run_whose_loader_is_busy() {
     assert!(text.contains("while the data loader was busy"), "{text}");
     assert!(run.join("checkpoints/step_00000004").is_dir(), "{text}");
 }
+
+/// What a run cannot apply is said: a bf16 residual stream with fp32 products, and a
+/// resume that changes the global batch; a run refused before its first checkpoint leaves
+/// no folder it made.
+#[test]
+fn settings_without_effect_are_said_and_a_refused_run_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let first = run_ok(&mut pretrain(
+        &run,
+        &["--max-steps", "6", "--set", "train.bf16_residual=true"],
+    ));
+    assert!(
+        stdout(&first).contains("note: train.bf16_residual has no effect"),
+        "{}",
+        stdout(&first)
+    );
+    let resumed = run_ok(&mut pretrain(
+        &run,
+        &[
+            "--max-steps",
+            "8",
+            "--resume",
+            "auto",
+            "--set",
+            "train.micro_batch_size=4",
+        ],
+    ));
+    assert!(
+        stdout(&resumed).contains("the global batch is 4 sequences (1 rank(s)); the checkpoint's was 8 (1 rank(s))"),
+        "{}",
+        stdout(&resumed)
+    );
+    let refused = tmp.path().join("refused");
+    fails_with(
+        &mut pretrain(&refused, &["--max-steps", "6", "--set", "data.max_seq_len=256"]),
+        "data.max_seq_len = 256 exceeds the model's max_position_embeddings 128",
+    );
+    assert!(!refused.exists(), "{} was left behind", refused.display());
+}

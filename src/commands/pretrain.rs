@@ -72,9 +72,12 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         let config = effective_config(config, &bert_config, &data, &overrides)?;
         let manifest = corpus::file_sha256(&corpus.dir.join("manifest.json"))?;
         run_agreement::check(dist, &agreement_text(&config, &manifest))?;
+        // A run refused before its first checkpoint leaves no folder it made.
+        let new_folder = !args.out.exists();
         if dist.is_root() {
             write_run_config(&args.out, &config)?;
             print_host(dist, device, &threads);
+            print_settings_without_effect(&config, device);
         }
         dist.barrier();
         let run = Run {
@@ -86,8 +89,29 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             manifest,
             allow_new_corpus: args.allow_new_corpus,
         };
-        pretrain::train(&run, dist, init_dir.as_deref(), resume_from)
+        let result = pretrain::train(&run, dist, init_dir.as_deref(), resume_from);
+        let checkpoints = args.out.join("checkpoints");
+        if result.is_err()
+            && new_folder
+            && dist.is_root()
+            && checkpoint::newest_valid(&checkpoints).is_none()
+        {
+            let _ = std::fs::remove_dir_all(&args.out);
+        }
+        result
     })
+}
+
+/// Settings that the configuration holds but this run cannot apply: said, not ignored in
+/// silence.
+fn print_settings_without_effect(config: &RunConfig, device: tch::Device) {
+    let bf16 = config.train.precision.compute_kind(device) == tch::Kind::BFloat16;
+    if config.train.bf16_residual && !bf16 {
+        println!("note: train.bf16_residual has no effect: the products run in fp32 here (train.precision = {} on {device:?})", config.train.precision);
+    }
+    if bf16 && device == tch::Device::Cpu {
+        println!("note: bf16 products on a CPU run, but slower than fp32 on most CPUs");
+    }
 }
 
 /// `--set` with the flags that are shorthands for a key.

@@ -191,6 +191,16 @@ impl<'a> Trainer<'a> {
             state.step,
         )?;
         (self.step, self.saved_step) = (state.step, state.step);
+        let was = &state.config.train;
+        let was_batch = (was.micro_batch_size * was.grad_accumulation * state.world_size) as u64;
+        if self.dist.is_root() && was_batch != self.layout.global_batch() {
+            println!(
+                "resume: the global batch is {} sequences ({} rank(s)); the checkpoint's was {was_batch} ({} rank(s))",
+                self.layout.global_batch(),
+                self.dist.size,
+                state.world_size
+            );
+        }
         if self.dist.is_root() {
             println!(
                 "resume: step {} from {} (written by {} rank(s))",
