@@ -539,13 +539,18 @@ fn settings_without_effect_are_said_and_a_refused_run_leaves_nothing() {
         ],
     ));
     assert!(
-        stdout(&resumed).contains("the global batch is 4 sequences (1 rank(s)); the checkpoint's was 8 (1 rank(s))"),
+        stdout(&resumed).contains(
+            "the global batch is 4 sequences (1 rank(s)); the checkpoint's was 8 (1 rank(s))"
+        ),
         "{}",
         stdout(&resumed)
     );
     let refused = tmp.path().join("refused");
     fails_with(
-        &mut pretrain(&refused, &["--max-steps", "6", "--set", "data.max_seq_len=256"]),
+        &mut pretrain(
+            &refused,
+            &["--max-steps", "6", "--set", "data.max_seq_len=256"],
+        ),
         "data.max_seq_len = 256 exceeds the model's max_position_embeddings 128",
     );
     assert!(!refused.exists(), "{} was left behind", refused.display());

@@ -461,15 +461,30 @@ fn scan_input_ids<R: Read>(
 /// would only cost time.
 pub const MAX_SENTENCE_TOKENS: usize = 4096;
 
+/// A "sentence" of more text than this is dropped before it is tokenised: its word pieces
+/// would be over `MAX_SENTENCE_TOKENS` for any prose (16 bytes a piece), and the
+/// tokeniser's alignment tables take ~20 bytes per input byte, so one such line of many
+/// megabytes would otherwise cost gigabytes.
+pub const MAX_SENTENCE_BYTES: usize = 64 << 10;
+
+/// A paragraph of more text than this is not prose (a data dump, a sequence listing, a
+/// decompression bomb under the reader's limits): dropped and counted before the sentence
+/// splitter, which holds 16 bytes per character of the paragraph it splits.
+pub const MAX_PARAGRAPH_BYTES: usize = 1 << 20;
+
 /// The word pieces of each sentence, keeping the sentences that have some and at most
-/// `MAX_SENTENCE_TOKENS`; returns the kept sentences, their pieces, and how many were
-/// dropped for length.
+/// `MAX_SENTENCE_TOKENS` (and `MAX_SENTENCE_BYTES`); returns the kept sentences, their
+/// pieces, and how many were dropped for length.
 pub fn tokenize_sentences(
     tokenizer: &WordPieceTokenizer,
     sentences: Vec<String>,
 ) -> Result<(Vec<String>, Vec<Vec<u32>>, u64)> {
     let (mut kept, mut tokens, mut long) = (Vec::with_capacity(sentences.len()), Vec::new(), 0);
     for s in sentences {
+        if s.len() > MAX_SENTENCE_BYTES {
+            long += 1;
+            continue;
+        }
         let ids = tokenizer.encode(&s)?;
         if ids.len() > MAX_SENTENCE_TOKENS {
             long += 1;
@@ -490,9 +505,16 @@ fn make_doc(
     tokenizer: Option<&WordPieceTokenizer>,
     counts: &mut Counts,
 ) -> Result<Option<Doc>> {
+    let oversized = paragraphs
+        .iter()
+        .filter(|p| p.len() > MAX_PARAGRAPH_BYTES)
+        .count();
+    if oversized > 0 {
+        counts.add("skipped_paragraphs_over_1048576_bytes", oversized as u64);
+    }
     let mut sentences: Vec<String> = paragraphs
         .iter()
-        .filter(|p| !p.is_empty())
+        .filter(|p| !p.is_empty() && p.len() <= MAX_PARAGRAPH_BYTES)
         .flat_map(|p| sentences::split(p))
         .collect();
     let mut tokens = Vec::new();
@@ -611,7 +633,14 @@ fn file_stem(path: &Path) -> String {
 /// One line: the file, the line when the error has a byte position, and the cause.
 fn describe_error(input: &Input, error: anyhow::Error) -> anyhow::Error {
     let path = input.path.display();
-    let text = format!("{error:#}");
+    // A wrapper that prints its source and also reports it as the next cause (quick-xml's
+    // I/O error) would say the same thing twice.
+    let mut parts: Vec<String> = format!("{error:#}")
+        .split(": ")
+        .map(str::to_string)
+        .collect();
+    parts.dedup();
+    let text = parts.join(": ");
     let explained = inputs::explain_io(&error).map_or(String::new(), |e| format!("{e}: "));
     // Counting lines means reading the file again, which a broken stream cannot do.
     let line = if explained.is_empty() {

@@ -6,9 +6,17 @@
 //! references, and the HTML5 named set (JATS files use `&nbsp;`, `&ndash;`... without
 //! their DTD); the external DTD is never fetched. Unknown named entities are dropped and
 //! counted.
+//!
+//! Memory is bounded whatever the input: no run of bytes between two markup characters
+//! (`<`, `>`) may exceed `MAX_EVENT_BYTES` (the XML parser buffers a whole text event, so a
+//! decompression bomb of zeros or one enormous word would otherwise be read into memory
+//! whole), and no record (its subtree) may exceed `MAX_RECORD_BYTES` of input. Past either,
+//! the file is refused at that byte offset (`--on-error skip` keeps the records before it).
+//! Real records are far smaller: the largest PMC articles are a few MB of XML, the largest
+//! PubMed citations tens of KB.
 
 use std::borrow::Cow;
-use std::io::BufRead;
+use std::io::{self, BufRead, Read};
 
 use anyhow::{bail, Result};
 use quick_xml::escape::{resolve_html5_entity, resolve_predefined_entity};
@@ -104,8 +112,68 @@ pub struct Position {
     pub byte: u64,
 }
 
+/// The longest run of input between two markup characters.
+pub const MAX_EVENT_BYTES: u64 = 16 << 20;
+/// The most input one record may span.
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// A reader that fails once `MAX_EVENT_BYTES` pass without a `<` or `>`.
+pub struct MarkupGuard<R> {
+    inner: R,
+    since_markup: u64,
+    limit: u64,
+}
+
+impl<R: BufRead> MarkupGuard<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        MarkupGuard {
+            inner,
+            since_markup: 0,
+            limit,
+        }
+    }
+
+    /// Of its own kind (not InvalidData), so that it is not taken for damaged gzip data.
+    fn over(&self) -> io::Error {
+        io::Error::other(format!(
+            "more than {} MiB of input without markup (a decompression bomb, or not NCBI XML)",
+            self.limit >> 20
+        ))
+    }
+}
+
+impl<R: BufRead> Read for MarkupGuard<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for MarkupGuard<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.since_markup > self.limit {
+            return Err(self.over());
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            let taken = &buf[..n.min(buf.len())];
+            match taken.iter().rposition(|&b| b == b'<' || b == b'>') {
+                Some(at) => self.since_markup = (taken.len() - at - 1) as u64,
+                None => self.since_markup += taken.len() as u64,
+            }
+        }
+        self.inner.consume(n);
+    }
+}
+
 pub struct XmlStream<R: BufRead> {
-    reader: Reader<R>,
+    reader: Reader<MarkupGuard<R>>,
     buf: Vec<u8>,
     /// Open elements outside the records handed out so far (the root, a wrapper).
     depth: usize,
@@ -115,7 +183,7 @@ pub struct XmlStream<R: BufRead> {
 
 impl<R: BufRead> XmlStream<R> {
     pub fn new(input: R) -> Self {
-        let mut reader = Reader::from_reader(input);
+        let mut reader = Reader::from_reader(MarkupGuard::new(input, MAX_EVENT_BYTES));
         let config = reader.config_mut();
         config.expand_empty_elements = true;
         config.check_end_names = true;
@@ -227,12 +295,20 @@ impl<R: BufRead> XmlStream<R> {
     }
 
     fn read_subtree(&mut self, name: String, start: &BytesStart<'_>) -> Result<Element> {
+        let first_byte = self.reader.buffer_position();
         let mut stack = vec![Element {
             name,
             attrs: attributes(start)?,
             children: Vec::new(),
         }];
         loop {
+            if self.reader.buffer_position() - first_byte > MAX_RECORD_BYTES {
+                bail!(
+                    "a <{}> record of more than {} MiB, from byte {first_byte}: not a real record (a decompression bomb, or damaged)",
+                    stack[0].name,
+                    MAX_RECORD_BYTES >> 20
+                );
+            }
             self.buf.clear();
             match self.reader.read_event_into(&mut self.buf)? {
                 Event::Start(s) => stack.push(Element {
