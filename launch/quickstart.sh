@@ -8,9 +8,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 ./launch/setup.sh
-echo "quickstart: building release binaries"
-cargo build --release --workspace --quiet
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# BIOBERT_BIN: a folder that already holds biobert, biobert-core and corpus-tools (the
+# tests give their own build, so that the suite compiles the workspace once); otherwise
+# the release binaries are built here.
+if [ -n "${BIOBERT_BIN:-}" ]; then
+  BIN=$BIOBERT_BIN
+  echo "quickstart: binaries from $BIN"
+else
+  echo "quickstart: building release binaries"
+  cargo build --release --workspace --quiet
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+fi
 OUT=$ROOT/out/quickstart
 mkdir -p "$OUT"
 

@@ -24,6 +24,9 @@ fn a_build_compared_with_itself_is_identical() {
     let digest = std::fs::read_to_string(dir.path().join("new.digest")).unwrap();
     // Every pretraining step logged, every checkpoint and fine-tuning output digested.
     assert!(digest.lines().count() > 100, "{digest}");
-    assert!(digest.contains("p3 step_00000016 model.safetensors"), "{digest}");
+    assert!(
+        digest.contains("p3 step_00000016 model.safetensors"),
+        "{digest}"
+    );
     assert!(digest.contains("f3 train/loss"), "{digest}");
 }

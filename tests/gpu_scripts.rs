@@ -1,5 +1,5 @@
 //! The GPU scripts, run end to end on the CPU so that a typo cannot waste GPU time:
-//! `bench/gpu/stage.sh` (release build, stripped binaries in one folder under 32 MiB), then
+//! `bench/gpu/stage.sh` (the test build's binaries, stripped, in one folder under 32 MiB), then
 //! `bench/gpu/check.sh --cpu` and `bench/gpu/throughput.sh --cpu` from that folder, each
 //! running every command line it holds with tiny shapes, its logs and results in BENCH_OUT,
 //! and its summary or table as the last lines.
@@ -15,7 +15,13 @@ use common::*;
 fn stage_then_check_and_throughput_in_cpu_mode() {
     let dir = tempfile::tempdir().unwrap();
     let stage = dir.path().join("stage");
-    let staged = run_ok(Command::new(workspace().join("bench/gpu/stage.sh")).arg(&stage));
+    // The test build, stripped: the suite compiles the workspace once.
+    let built = biobert_path().parent().unwrap().to_path_buf();
+    let staged = run_ok(
+        Command::new(workspace().join("bench/gpu/stage.sh"))
+            .arg(&stage)
+            .env("BIOBERT_BUILT", &built),
+    );
     assert!(
         stderr(&staged).contains("MiB (limit 32)"),
         "{}",
