@@ -12,7 +12,9 @@
 # timeout (110 s, see below) before each SIGKILL, twice: minutes before a job whose every
 # rank has already exited comes back. So once no rank of this node has run for 3 s while
 # mpirun still does, and no stop signal came, mpirun is ended at once and the job counts as
-# failed. The long grace stays for what it is for: ranks checkpointing after a stop signal.
+# failed. Likewise when some ranks of this node have exited and the others still run after
+# 10 s (they wait in a collective for a failed rank). The long grace stays for what it is
+# for: ranks checkpointing after a stop signal.
 # A rank that fails before it was ever seen counts only where every rank runs on this node
 # (RANKS_ALL_LOCAL=1, set by mpirun.sh without a hostfile): after 10 s without one, mpirun
 # has nothing left to start. A launch node that hosts no rank never ends mpirun this way.
@@ -60,10 +62,29 @@ run_ranks() {
   # After a stop, mpirun may itself be in its slow kill sequence (a scheduler signalled it
   # too): once the ranks of this node are gone, it has nothing left to do. Without one,
   # mpirun outliving its ranks is the failed-job case above.
-  local idle=0 polls=0
+  local idle=0 polls=0 partial=0 most=0 alive
   while kill -0 "$_ranks_job" 2>/dev/null; do
     polls=$((polls + 1))
-    if _ranks_alive; then
+    # A signal that reaches the job's processes also ends this substitution's subshell:
+    # under `set -e` a bare failed assignment would end the caller's script.
+    alive=$(_ranks_alive_count) || alive=0
+    alive=${alive:-0}
+    if [ "$alive" -gt "$most" ]; then most=$alive; fi
+    # Some ranks of this node gone while the others run, with no stop asked for: a rank
+    # failed and the others wait in a collective for it (they catch mpirun's SIGTERM as a
+    # stop request and cannot act on it there). Ranks that end normally leave together,
+    # past the trainer's last barrier.
+    if [ -z "$RANKS_SIGNAL" ] && [ "$alive" -gt 0 ] && [ "$alive" -lt "$most" ]; then
+      partial=$((partial + 1))
+    else
+      partial=0
+    fi
+    if [ "$partial" -ge 20 ]; then
+      echo "launch: a rank of this node has exited while the others wait for it: the job failed; ending it now" >&2
+      RANKS_FAILED=1
+      _ranks_kill_all
+    fi
+    if [ "$alive" -gt 0 ]; then
       idle=0 _ranks_seen=1
     elif [ "$_ranks_seen" = 1 ] || { [ "${RANKS_ALL_LOCAL:-0}" = 1 ] && [ "$polls" -ge 20 ]; }; then
       idle=$((idle + 1))
@@ -74,7 +95,7 @@ run_ranks() {
       RANKS_FAILED=1
       kill -KILL "$_ranks_job" 2>/dev/null || true
     fi
-    sleep 0.5
+    sleep 0.5 || true  # a signal to the job ends it too; under set -e that must not end us
   done
   wait "$_ranks_job" 2>/dev/null && RANKS_RC=0 || RANKS_RC=$?
   # mpirun killed here reports the SIGKILL (137): the job's own failure is exit code 1.
@@ -86,12 +107,25 @@ run_ranks() {
 
 # Whether a rank of this node still runs (an exited one stays a zombie until mpirun reaps it).
 _ranks_alive() {
-  local pid
+  [ "$(_ranks_alive_count)" -gt 0 ]
+}
+
+_ranks_alive_count() {
+  local pid n=0
   for pid in $(_ranks_descendants "$_ranks_job"); do
     case $(ps -o stat=,comm= -p "$pid" 2>/dev/null) in
       Z*) ;;
-      *biobert-core) return 0 ;;
+      *biobert-core) n=$((n + 1)) ;;
     esac
   done
-  return 1
+  echo "$n"
+}
+
+# Ends the ranks of this node and mpirun at once (a failed job).
+_ranks_kill_all() {
+  local pid
+  for pid in $(_ranks_descendants "$_ranks_job"); do
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = biobert-core ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  kill -KILL "$_ranks_job" 2>/dev/null || true
 }
