@@ -90,37 +90,37 @@ pub fn train(
     init_dir: Option<&Path>,
     resume_from: Option<PathBuf>,
 ) -> Result<()> {
-    let c = &run.config;
+    let config = &run.config;
     run.bert_config
-        .check_sequence_length("data.max_seq_len", c.data.max_seq_len)?;
-    let mut t = Trainer::new(run, dist, init_dir)?;
+        .check_sequence_length("data.max_seq_len", config.data.max_seq_len)?;
+    let mut trainer = Trainer::new(run, dist, init_dir)?;
     if let Some(from) = resume_from {
-        t.restore(&from)?;
+        trainer.restore(&from)?;
     }
-    let start_step = t.step;
-    let (batches, mut heldout) = t.start_data()?;
+    let start_step = trainer.step;
+    let (batches, mut heldout) = trainer.start_data()?;
     install_signal_handlers();
-    t.open_logger()?;
-    while t.step < c.train.max_steps {
+    trainer.open_logger()?;
+    while trainer.step < config.train.max_steps {
         let Some(micro_batches) = next_batches(&batches, dist)? else {
-            return t.stop_while_loading();
+            return trainer.stop_while_loading();
         };
-        fault_injection::fail_at_step(dist.rank, t.step + 1)?;
-        let (metrics, grad_norm) = t.forward_backward(&micro_batches)?;
+        fault_injection::fail_at_step(dist.rank, trainer.step + 1)?;
+        let (metrics, grad_norm) = trainer.forward_backward(&micro_batches)?;
         if metrics.loss.is_finite() && grad_norm.is_finite() {
-            let lr = t.optimizer_step(grad_norm)?;
-            t.log_and_evaluate(&metrics, lr, grad_norm, &mut heldout)?;
+            let lr = trainer.optimizer_step(grad_norm)?;
+            trainer.log_and_evaluate(&metrics, lr, grad_norm, &mut heldout)?;
         } else {
-            t.skip_non_finite(metrics.loss, grad_norm)?;
+            trainer.skip_non_finite(metrics.loss, grad_norm)?;
         }
-        if t.checkpoint_or_stop()? {
+        if trainer.checkpoint_or_stop()? {
             return Ok(());
         }
     }
-    if dist.is_root() && t.step == start_step && start_step >= c.train.max_steps {
+    if dist.is_root() && trainer.step == start_step && start_step >= config.train.max_steps {
         println!(
             "nothing to do: the run is already at step {start_step} of {}",
-            c.train.max_steps
+            config.train.max_steps
         );
     }
     Ok(())
