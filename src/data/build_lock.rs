@@ -222,6 +222,13 @@ fn hostname() -> String {
 mod tests {
     use super::*;
 
+    fn lock_modified(target: &Path) -> SystemTime {
+        std::fs::metadata(lock_path(target))
+            .unwrap()
+            .modified()
+            .unwrap()
+    }
+
     #[test]
     fn one_taker_at_a_time_and_the_lock_goes_with_its_holder() {
         let dir = tempfile::tempdir().unwrap();
@@ -289,10 +296,7 @@ mod tests {
         let mut watch = LockWatch::default();
         assert!(BuildLock::try_take(&target, &mut watch).unwrap().is_none());
         // Pretend the last change was seen long ago.
-        let m = std::fs::metadata(lock_path(&target))
-            .unwrap()
-            .modified()
-            .unwrap();
+        let m = lock_modified(&target);
         watch.seen = Some((m, Instant::now() - ABANDONED_AFTER));
         assert!(BuildLock::try_take(&target, &mut watch).unwrap().is_some());
     }
@@ -307,10 +311,7 @@ mod tests {
         std::fs::write(lock_path(&target), format!("{} 1", hostname())).unwrap();
         let mut watch = LockWatch::default();
         assert!(BuildLock::try_take(&target, &mut watch).unwrap().is_none());
-        let m = std::fs::metadata(lock_path(&target))
-            .unwrap()
-            .modified()
-            .unwrap();
+        let m = lock_modified(&target);
         watch.seen = Some((m, Instant::now() - ABANDONED_AFTER / 2));
         assert!(BuildLock::try_take(&target, &mut watch).unwrap().is_none());
         watch.seen = Some((m, Instant::now() - ABANDONED_AFTER));
