@@ -10,6 +10,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim/fused_adamw.cpp");
     println!("cargo:rerun-if-changed=src/shim/pinned_memory.cpp");
     println!("cargo:rerun-if-changed=src/shim/flash_attention.cpp");
+    println!("cargo:rerun-if-changed=src/shim/profiler.cpp");
     println!("cargo:rerun-if-changed=src/shim/mpi_in_place.c");
     if let Ok(dir) = std::env::var("BIOBERT_TORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -23,6 +24,7 @@ fn main() {
         .file("src/shim/fused_adamw.cpp")
         .file("src/shim/pinned_memory.cpp")
         .file("src/shim/flash_attention.cpp")
+        .file("src/shim/profiler.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")

@@ -1,6 +1,7 @@
 //! The GPU scripts, run end to end on the CPU so that a typo cannot waste GPU time:
 //! `bench/gpu/stage.sh` (the test build's binaries, stripped, in one folder under 32 MiB), then
-//! `bench/gpu/check.sh --cpu` and `bench/gpu/throughput.sh --cpu` from that folder, each
+//! `bench/gpu/check.sh --cpu`, `bench/gpu/throughput.sh --cpu` and `bench/gpu/levers.sh --cpu`
+//! from that folder, each
 //! running every command line it holds with tiny shapes, its logs and results in BENCH_OUT,
 //! and its summary or table as the last lines.
 
@@ -12,7 +13,7 @@ use common::*;
 
 #[test]
 #[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
-fn stage_then_check_and_throughput_in_cpu_mode() {
+fn stage_then_check_throughput_and_levers_in_cpu_mode() {
     let dir = tempfile::tempdir().unwrap();
     let stage = dir.path().join("stage");
     // The test build, stripped: the suite compiles the workspace once.
@@ -67,4 +68,29 @@ fn stage_then_check_and_throughput_in_cpu_mode() {
         text.contains("padding:"),
         "bench-loader's padding line:\n{text}"
     );
+
+    let levers = run_ok(&mut script("levers.sh", "levers"));
+    let text = stdout(&levers);
+    let table = text.rsplit("\n\n").next().unwrap();
+    for row in [
+        "| QKV split + a step without host waits (always on) | 64 x 8 |",
+        "| `train.unpad` | 128 x 4 |",
+        "| GPU busy in 3 profiled steps (unpad) | 64 x 8 | 97% or more | n/a (CPU trace);",
+        "| micro-batch 2 (unpad) | 128 x 2 |",
+        "| micro-batch 8 (unpad) | 128 x 8 |",
+        "| all levers against HF + torch.compile (recorded 4,092 seq/s) | 128 x",
+    ] {
+        assert!(table.contains(row), "{row} missing:\n{text}");
+    }
+    // Each shape's profile, summarised by category.
+    for seq in ["64", "128"] {
+        let summary =
+            std::fs::read_to_string(dir.path().join(format!("levers/trace-{seq}.txt"))).unwrap();
+        assert!(summary.contains("GEMM"), "{summary}");
+        assert!(dir
+            .path()
+            .join(format!("levers/trace-{seq}.json.gz"))
+            .is_file());
+    }
+    assert!(dir.path().join("levers/levers.md").is_file());
 }

@@ -199,6 +199,36 @@ fn skipped_steps_are_bounded() {
     );
 }
 
+/// The loss is read one step late, but a non-finite step still stops the run before any
+/// checkpoint follows it.
+#[test]
+fn a_non_finite_step_stops_the_run_before_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = pretrain(
+        &run,
+        &[
+            "--max-steps",
+            "10",
+            "--set",
+            "train.learning_rate=1e30",
+            "--set",
+            "train.warmup_steps=0",
+            "--set",
+            "checkpoint.every=1",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("step 2: the loss is"), "{err}");
+    assert!(err.contains("last good checkpoint: "), "{err}");
+    assert!(err.contains("step_00000001"), "{err}");
+    assert!(run.join("checkpoints/step_00000001").exists());
+    assert!(!run.join("checkpoints/step_00000002").exists());
+}
+
 #[test]
 fn a_folder_that_is_not_a_run_is_left_alone() {
     let tmp = tempfile::tempdir().unwrap();

@@ -163,6 +163,37 @@ fn resuming_in_a_later_epoch_reads_one_index() {
     assert_eq!(sampler.epoch_size(1).unwrap(), sizes[1]);
 }
 
+/// The count files are a checked cache: an edited count, one copied from another epoch, or
+/// one without its check is not believed; the epoch is counted again and the file rewritten.
+#[test]
+fn an_edited_count_is_recounted_not_trusted() {
+    let corpus = Arc::new(Corpus::open(corpus_dir()).unwrap());
+    let d = data_config();
+    let tmp = tempfile::tempdir().unwrap();
+    let sha = file_sha256(&corpus.dir.join("manifest.json")).unwrap();
+    let store = open_store(&corpus, tmp.path(), &d);
+    let sizes: Vec<u64> = (0..2)
+        .map(|e| store.epoch(Part::Train, e, || Ok(pool(2))).unwrap().0.len())
+        .collect();
+    assert_eq!(store.epoch_size(0), Some(sizes[0]));
+    let count = |e: u64| store.dir.join(format!("train-epoch-{e:06}.count"));
+    let good = std::fs::read_to_string(count(0)).unwrap();
+    let (_, check) = good.trim().split_once(' ').unwrap();
+    let epoch1 = std::fs::read_to_string(count(1)).unwrap();
+    for edited in [
+        format!("{} {check}\n", sizes[0] + 5),
+        format!("{}\n", sizes[0] + 5),
+        epoch1,
+        "garbage".to_string(),
+    ] {
+        std::fs::write(count(0), &edited).unwrap();
+        assert_eq!(store.epoch_size(0), None, "{edited:?} was believed");
+        let (mut sampler, _) = data_loader::samplers(&corpus, &sha, &d, tmp.path()).unwrap();
+        assert_eq!(sampler.epoch_size(0).unwrap(), sizes[0]);
+        assert_eq!(std::fs::read_to_string(count(0)).unwrap(), good);
+    }
+}
+
 /// A changed data setting gets its own folder; a folder whose key text disagrees, or an
 /// index of another key, is refused by name.
 #[test]

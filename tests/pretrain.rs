@@ -109,6 +109,42 @@ fn a_killed_run_resumes_to_the_same_losses_bit_for_bit() {
     );
 }
 
+/// `--profile START:COUNT` writes those steps' trace into the run folder, and
+/// bench/gpu/trace_summary.py sums it by category (here a CPU trace: operators' self time).
+#[test]
+fn profiled_steps_are_written_as_a_trace_and_summarised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let run = run_ok(&mut pretrain(
+        &out,
+        &["--max-steps", "6", "--profile", "3:2"],
+    ));
+    let trace = out.join("profile/trace_rank0_steps3-4.json");
+    assert!(
+        stdout(&run).contains(&format!("profile: steps 3-4 in {}", trace.display())),
+        "{}",
+        stdout(&run)
+    );
+    let summary = tmp.path().join("summary.json");
+    let printed = run_ok(
+        std::process::Command::new(venv_python())
+            .arg(workspace().join("bench/gpu/trace_summary.py"))
+            .arg(&trace)
+            .arg("--json")
+            .arg(&summary),
+    );
+    let text = stdout(&printed);
+    assert!(text.contains("2 step(s) over"), "{text}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["kind"], "cpu");
+    let share = |c: &str| s["categories"][c]["share"].as_f64().unwrap_or(0.0);
+    // The tiny model's step is mostly matrix products and the optimizer's pass.
+    assert!(share("GEMM") > 0.05, "{text}");
+    assert!(share("optimizer") > 0.0, "{text}");
+    assert!(s["gemm_tflops"].as_f64().unwrap() > 0.0, "{text}");
+}
+
 #[test]
 fn a_checkpoint_cut_mid_write_is_passed_over() {
     let tmp = tempfile::tempdir().unwrap();

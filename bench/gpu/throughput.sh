@@ -43,36 +43,10 @@ else
 fi
 echo "throughput.sh: $MODE mode; binaries from $BIN; $STEPS steps per run; results in $OUT"
 
-if [ ! -f "$WORK/corpus-$ABSTRACTS/manifest.json" ]; then
-  "$PYTHON" bench/gpu/make_corpus.py "$WORK/src-$ABSTRACTS" "$ABSTRACTS" > /dev/null || exit 1
-  "$BIN/corpus-tools" prepare --pubmed "$WORK/src-$ABSTRACTS/pubmed" --vocab "$WORK/src-$ABSTRACTS/vocab.txt" \
-    --cased --out "$WORK/corpus-$ABSTRACTS" --threads "$(nproc)" > "$OUT/prepare.log" 2>&1 ||
-    { tail "$OUT/prepare.log"; exit 1; }
-fi
-CORPUS=$WORK/corpus-$ABSTRACTS
-GPU=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1)
-"$PYTHON" -c 'import json, sys; print(json.dumps({"name": "host", "gpu": sys.argv[1], "mode": sys.argv[2]}))' \
-  "${GPU:-none ($MODE mode)}" "$MODE" >> "$RESULTS"
-
-# peak_memory LOG CMD...: runs CMD (output to LOG) while sampling the GPU's used memory
-# every 100 ms; writes the peak in MiB ("n/a" without nvidia-smi) to $WORK/peak.
-peak_memory() {
-  local log=$1 smi="" rc=0
-  shift
-  if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$WORK/smi.log" &
-    smi=$!
-  fi
-  "$@" > "$log" 2>&1 || rc=$?
-  if [ -n "$smi" ]; then
-    kill "$smi" 2>/dev/null || true
-    wait "$smi" 2>/dev/null || true
-    sort -n "$WORK/smi.log" | tail -1 > "$WORK/peak"
-  else
-    echo n/a > "$WORK/peak"
-  fi
-  return $rc
-}
+# shellcheck source=bench/gpu/run_helpers.sh
+source bench/gpu/run_helpers.sh
+synthetic_corpus "$ABSTRACTS" || exit 1
+host_line "$MODE" >> "$RESULTS"
 
 IFS=';' read -r -a SHAPE_LIST <<< "$SHAPES"
 for shape in "${SHAPE_LIST[@]}"; do

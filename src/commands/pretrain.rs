@@ -33,6 +33,10 @@ pub struct PretrainArgs {
     /// Overrides train.max_steps.
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Records steps START..START+COUNT-1 with the profiler into RUN/profile/ (overrides
+    /// log.profile), e.g. 20:3.
+    #[arg(long, value_name = "START:COUNT")]
+    pub profile: Option<String>,
     /// Overrides, as section.key=value (repeatable).
     #[arg(long = "set")]
     pub set: Vec<String>,
@@ -119,6 +123,9 @@ fn overrides(args: &PretrainArgs) -> Vec<String> {
     let mut overrides = args.set.clone();
     if let Some(n) = args.max_steps {
         overrides.push(format!("train.max_steps={n}"));
+    }
+    if let Some(p) = &args.profile {
+        overrides.push(format!("log.profile={p:?}"));
     }
     if let Some(d) = &args.device {
         overrides.push(format!("train.device={d:?}"));

@@ -6,5 +6,6 @@
 pub mod choices;
 pub mod finetune_config;
 pub mod optimizer_config;
+pub mod profile_window;
 pub mod run_config;
 pub mod toml_file;

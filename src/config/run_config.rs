@@ -13,6 +13,7 @@ use crate::config::choices::{
     BackendRequest, Choice, Decay, DeviceRequest, OnNan, OptimizerKind, Precision, ReduceDtype,
 };
 use crate::config::optimizer_config::{OptimizerConfig, Schedule};
+use crate::config::profile_window::ProfileWindow;
 use crate::config::toml_file::{self, within, ChoiceKey, TomlConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +212,9 @@ pub struct LogConfig {
     /// The accelerator's dense peak in TFLOP/s for perf/mfu (0: from the GPU's name, see
     /// src/model/flops.rs; no perf/mfu when unknown, e.g. on CPUs).
     pub peak_tflops: f64,
+    /// "START:COUNT": rank 0 records those steps with the profiler into RUN/profile/ ("":
+    /// none).
+    pub profile: String,
 }
 
 impl Default for LogConfig {
@@ -220,6 +224,7 @@ impl Default for LogConfig {
             eval_every: 1000,
             eval_batches: 10,
             peak_tflops: 0.0,
+            profile: String::new(),
         }
     }
 }
@@ -443,6 +448,7 @@ impl LogConfig {
         if self.every == 0 {
             bail!("log.every = 0: expected at least 1");
         }
+        ProfileWindow::parse("log.profile", &self.profile)?;
         let peak = self.peak_tflops;
         within(
             "log.peak_tflops",

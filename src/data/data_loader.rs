@@ -195,7 +195,9 @@ impl Sampler {
             Some(n) => n,
             None => {
                 self.open_epoch(epoch)?;
-                self.current.as_ref().expect("opened above").1.len()
+                let n = self.current.as_ref().expect("opened above").1.len();
+                self.store.write_epoch_size(epoch, n)?;
+                n
             }
         };
         if n == 0 {

@@ -224,13 +224,42 @@ impl IndexStore {
     }
 
     /// Instances in training epoch `epoch`, from the `.count` file its build wrote (kept
-    /// when the index itself is removed); `None` before it was built.
+    /// when the index itself is removed); `None` before it was built, or when the file
+    /// does not hold a count with its check (edited, damaged, or from another index): the
+    /// caller then counts from the index, since a wrong count moves every later sample.
     pub fn epoch_size(&self, epoch: u64) -> Option<u64> {
-        std::fs::read_to_string(self.count_path(epoch))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        let path = self.count_path(epoch);
+        let text = std::fs::read_to_string(&path).ok()?;
+        let parsed = text.split_once(' ').and_then(|(n, check)| {
+            let n: u64 = n.parse().ok()?;
+            (check.trim() == self.count_check(epoch, n)).then_some(n)
+        });
+        if parsed.is_none() {
+            eprintln!(
+                "warning: {}: not a count this index wrote (expected \"COUNT CHECK\"); counting the epoch's instances again",
+                path.display()
+            );
+        }
+        parsed
+    }
+
+    /// Records epoch `epoch`'s instance count, with its check.
+    pub fn write_epoch_size(&self, epoch: u64, n: u64) -> Result<()> {
+        let line = format!("{n} {}\n", self.count_check(epoch, n));
+        write_atomically(&self.count_path(epoch), line.as_bytes())
+    }
+
+    /// The first 16 hex digits of sha256(index key, epoch, count): a count copied from
+    /// another epoch or index, or edited, fails it.
+    fn count_check(&self, epoch: u64, n: u64) -> String {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(epoch.to_le_bytes());
+        h.update(n.to_le_bytes());
+        h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Removes the training indexes of epochs before `epoch` (their counts stay).
@@ -269,10 +298,7 @@ impl IndexStore {
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("{}: cannot rename into place", tmp.display()))?;
         if part == Part::Train {
-            write_atomically(
-                &self.count_path(epoch),
-                format!("{}\n", report.instances).as_bytes(),
-            )?;
+            self.write_epoch_size(epoch, report.instances)?;
         }
         Ok(report)
     }
@@ -469,7 +495,15 @@ fn reserve(file: &std::fs::File, bytes: u64) -> Result<()> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = build_lock::temporary_path(path);
+    // Two threads of one process may record the same count (the loader's and the builder
+    // of the next epoch): each writes its own temporary.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut tmp = build_lock::temporary_path(path).into_os_string();
+    tmp.push(format!(
+        "-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename", tmp.display()))
 }

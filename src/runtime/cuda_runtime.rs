@@ -117,6 +117,18 @@ impl CudaRuntime {
         self.check("cudaStreamWaitEvent", unsafe { f(stream, event, 0) })
     }
 
+    /// Blocks the host until the work before `event` has finished.
+    pub fn synchronize(&self, event: Event) -> Result<(), String> {
+        let f: Symbol<unsafe extern "C" fn(Event) -> c_int> =
+            self.symbol(b"cudaEventSynchronize\0")?;
+        self.check("cudaEventSynchronize", unsafe { f(event) })
+    }
+
+    pub fn destroy_event(&self, event: Event) -> Result<(), String> {
+        let f: Symbol<unsafe extern "C" fn(Event) -> c_int> = self.symbol(b"cudaEventDestroy\0")?;
+        self.check("cudaEventDestroy", unsafe { f(event) })
+    }
+
     /// Whether the work before `event` has finished (never blocks).
     pub fn is_done(&self, event: Event) -> Result<bool, String> {
         let f: Symbol<unsafe extern "C" fn(Event) -> c_int> = self.symbol(b"cudaEventQuery\0")?;

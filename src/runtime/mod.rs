@@ -1,11 +1,12 @@
 //! The host: finding and loading libtorch and CUDA, choosing the device, pinned memory
-//! and each rank's share of the cores.
+//! each rank's share of the cores, and the profiler.
 
 pub mod cuda_driver;
 pub mod cuda_runtime;
 pub mod device_selection;
 pub mod fault_injection;
 pub mod pinned_memory;
+pub mod profiler;
 pub mod shim_message;
 pub mod thread_budget;
 pub mod torch_location;

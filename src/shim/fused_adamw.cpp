@@ -9,16 +9,23 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <optional>
 
 extern "C" {
 
 char* biobert_fused_adamw(const at::Tensor* param, const at::Tensor* grad,
                           const at::Tensor* exp_avg, const at::Tensor* exp_avg_sq,
-                          const at::Tensor* step, double lr, double beta1, double beta2,
+                          const at::Tensor* step, const at::Tensor* grad_scale,
+                          const at::Tensor* found_inf, double lr, double beta1, double beta2,
                           double weight_decay, double eps) {
   try {
+    // Optional tensors arrive as null pointers when absent.
+    auto optional = [](const at::Tensor* t) {
+      return t ? std::optional<at::Tensor>(*t) : std::optional<at::Tensor>();
+    };
     at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {*step}, lr, beta1,
-                      beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+                      beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                      optional(grad_scale), optional(found_inf));
     return nullptr;
   } catch (const std::exception& e) {
     return strdup(e.what());

@@ -2,6 +2,8 @@
 //! `src/shim/fused_adamw.cpp`: one pass over parameters, gradients and both moments instead
 //! of the several element-wise kernels of `Optimizer::step`. Same update: decoupled weight
 //! decay `p -= lr * wd * p`, bias-corrected moments, `eps` added after the square root.
+//! The kernel divides the gradients by `grad_scale` (gradient clipping without a host read)
+//! and returns at once, on the device, when `found_inf` holds 1 (a skipped step).
 
 use std::ffi::{c_char, c_void};
 
@@ -17,6 +19,8 @@ extern "C" {
         exp_avg: *const c_void,
         exp_avg_sq: *const c_void,
         step: *const c_void,
+        grad_scale: *const c_void,
+        found_inf: *const c_void,
         lr: f64,
         beta1: f64,
         beta2: f64,
@@ -33,26 +37,39 @@ pub struct Hyper {
     pub eps: f64,
 }
 
-/// One AdamW step over `param` in place. `step` is a one-element fp32 tensor on the
-/// parameters' device holding the step number (from 1), as PyTorch keeps it.
+/// The device scalars the kernel reads instead of host values (one-element fp32 tensors on
+/// the parameters' device, as PyTorch's GradScaler passes them).
+pub struct DeviceScalars<'a> {
+    /// The step number (from 1), as PyTorch keeps it; the kernel does not advance it.
+    pub step: &'a Tensor,
+    /// The gradients are divided by it before the update.
+    pub grad_scale: Option<&'a Tensor>,
+    /// 1: the kernel leaves parameters and moments untouched.
+    pub found_inf: Option<&'a Tensor>,
+}
+
+/// One AdamW step over `param` in place.
 pub fn step(
     param: &Tensor,
     grad: &Tensor,
     exp_avg: &Tensor,
     exp_avg_sq: &Tensor,
-    step: &Tensor,
+    scalars: &DeviceScalars<'_>,
     h: &Hyper,
 ) -> Result<()> {
     let ptr = |t: &Tensor| t.as_ptr() as *const c_void;
+    let optional = |t: Option<&Tensor>| t.map_or(std::ptr::null(), ptr);
     // SAFETY: every pointer is a live tch tensor handle (an at::Tensor*), borrowed for the
-    // call; the shim catches C++ exceptions and returns them as a malloc'd message.
+    // call, or null for an absent optional; the shim catches C++ exceptions and returns them as a malloc'd message.
     let message = unsafe {
         biobert_fused_adamw(
             ptr(param),
             ptr(grad),
             ptr(exp_avg),
             ptr(exp_avg_sq),
-            ptr(step),
+            ptr(scalars.step),
+            optional(scalars.grad_scale),
+            optional(scalars.found_inf),
             h.lr,
             h.beta1,
             h.beta2,

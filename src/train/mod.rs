@@ -7,3 +7,4 @@ pub mod fused_adamw;
 pub mod logger;
 pub mod optimizer;
 pub mod pretrain;
+pub mod step_readback;

@@ -33,8 +33,10 @@ pub struct Optimizer {
     /// AdamW with bias correction goes through libtorch's fused kernel (src/train/fused_adamw.rs);
     /// LAMB and Google's uncorrected AdamW through the element-wise kernels below.
     pub fused: bool,
-    /// The step number as the fused kernel reads it (a device scalar).
+    /// The step number as the fused kernel reads it (a device scalar): with bias
+    /// correction it counts the steps taken on the device, skipped ones excluded.
     step_tensor: Tensor,
+    /// Steps taken, as the element-wise path counts them on the host.
     pub steps: u64,
 }
 
@@ -63,7 +65,15 @@ impl Optimizer {
             exp_avg_sq: flat.data.zeros_like(),
             decayed_lengths: Tensor::from_slice(&lengths).to_device(flat.data.device()),
             fused: config.kind == OptimizerKind::Adamw,
-            step_tensor: Tensor::zeros([], (Kind::Float, flat.data.device())),
+            step_tensor: Tensor::full(
+                [],
+                if config.bias_correction {
+                    0.0
+                } else {
+                    NO_BIAS_CORRECTION_STEP
+                },
+                (Kind::Float, flat.data.device()),
+            ),
             flat,
             steps: 0,
         }
@@ -84,11 +94,38 @@ impl Optimizer {
         }
     }
 
-    pub fn step(&mut self, lr: f64) -> Result<()> {
-        self.steps += 1;
-        if self.fused {
-            return self.fused_step(lr);
+    /// Clips the gradients to `max_norm` (when positive) by their global norm `norm` (the
+    /// device scalar of `grad_norm`) and updates the weights at `lr`; a non-finite norm
+    /// skips the update, leaving weights, moments and the step count as they were. AdamW
+    /// queues all of it without reading the device: the fused kernel takes the clip factor
+    /// as its `grad_scale` and the skip as its `found_inf`. LAMB's element-wise path reads
+    /// the norm on the host first.
+    pub fn clip_and_step(&mut self, norm: &Tensor, max_norm: f64, lr: f64) -> Result<()> {
+        if !self.fused {
+            let norm = norm.double_value(&[]);
+            if norm.is_finite() {
+                self.clip(norm, max_norm);
+                self.step(lr)?;
+            }
+            return Ok(());
         }
+        tch::no_grad(|| {
+            let found_inf = norm.isfinite().logical_not().to_kind(Kind::Float);
+            // The kernel divides by the scale: (norm + 1e-6) / max_norm above the limit.
+            let grad_scale = (max_norm > 0.0).then(|| {
+                let scale = (norm.to_kind(Kind::Float) + 1e-6) / max_norm;
+                scale.where_self(&norm.gt(max_norm), &scale.ones_like())
+            });
+            self.fused_step(lr, grad_scale.as_ref(), Some(&found_inf))
+        })
+    }
+
+    /// Updates the weights at `lr` with the gradients as they are.
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        if self.fused {
+            return self.fused_step(lr, None, None);
+        }
+        self.steps += 1;
         let t = self.steps as i32;
         let (c1, c2) = if self.bias_correction {
             (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
@@ -118,20 +155,28 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Two fused calls: the decayed parameters, then the rest without weight decay.
-    /// (`NO_BIAS_CORRECTION_STEP` is the step the kernel sees without bias correction.)
-    fn fused_step(&mut self, lr: f64) -> Result<()> {
+    /// Two fused calls: the decayed parameters, then the rest without weight decay. Without
+    /// bias correction the kernel sees `NO_BIAS_CORRECTION_STEP` throughout: it always
+    /// divides by 1 - beta^step, and at that step both factors are exactly 1 in floating
+    /// point (0.999^1e7 underflows to 0), which is Google BERT's AdamWeightDecayOptimizer.
+    fn fused_step(
+        &mut self,
+        lr: f64,
+        grad_scale: Option<&Tensor>,
+        found_inf: Option<&Tensor>,
+    ) -> Result<()> {
         let (d, n) = (self.flat.decayed, self.flat.numel());
         tch::no_grad(|| -> Result<()> {
-            // The fused kernel always divides by 1 - beta^step; at this step both factors
-            // are exactly 1 in floating point (0.999^1e7 underflows to 0), which is Google
-            // BERT's AdamWeightDecayOptimizer: no bias correction.
-            let step = if self.bias_correction {
-                self.steps as f64
-            } else {
-                NO_BIAS_CORRECTION_STEP
+            if self.bias_correction {
+                // The kernel reads the step; PyTorch advances it before the call and takes
+                // a skipped step back after it.
+                let _ = self.step_tensor.g_add_scalar_(1.0);
+            }
+            let scalars = crate::train::fused_adamw::DeviceScalars {
+                step: &self.step_tensor,
+                grad_scale,
+                found_inf,
             };
-            let _ = self.step_tensor.fill_(step);
             for (start, len, weight_decay) in [(0, d, self.weight_decay), (d, n - d, 0.0)] {
                 if len == 0 {
                     continue;
@@ -142,7 +187,7 @@ impl Optimizer {
                     &part(&self.flat.grad),
                     &part(&self.exp_avg),
                     &part(&self.exp_avg_sq),
-                    &self.step_tensor,
+                    &scalars,
                     &crate::train::fused_adamw::Hyper {
                         lr,
                         beta1: self.beta1,
@@ -151,6 +196,9 @@ impl Optimizer {
                         eps: self.eps,
                     },
                 )?;
+            }
+            if let (true, Some(found_inf)) = (self.bias_correction, found_inf) {
+                let _ = self.step_tensor.g_sub_(found_inf);
             }
             Ok(())
         })
@@ -224,6 +272,9 @@ impl Optimizer {
             Ok(())
         })?;
         self.steps = steps;
+        if self.bias_correction {
+            let _ = self.step_tensor.fill_(steps as f64);
+        }
         Ok(())
     }
 }
@@ -383,6 +434,102 @@ mod tests {
     #[test]
     fn lamb_matches_the_per_tensor_reference() {
         matches_reference("lamb", false);
+    }
+
+    /// Gives every parameter of `opt` the gradient of a fixed loss scaled by `factor`.
+    fn set_gradients(opt: &Optimizer, held: &[Tensor], factor: f64) {
+        opt.zero_grad();
+        let loss = held
+            .iter()
+            .map(|p| (p * p * factor + p.sin()).sum(Kind::Float))
+            .reduce(|a, b| a + b)
+            .unwrap();
+        loss.backward();
+    }
+
+    fn optimizer_over(
+        vars: &BTreeMap<String, Tensor>,
+        c: &OptimizerConfig,
+    ) -> (Optimizer, Vec<Tensor>) {
+        let tensors: BTreeMap<String, Tensor> = vars
+            .iter()
+            .map(|(n, p)| (n.clone(), p.detach().copy().set_requires_grad(true)))
+            .collect();
+        let held = tensors.values().map(|p| p.shallow_clone()).collect();
+        (
+            Optimizer::new(FlatParameters::new(tensors, Device::Cpu), c),
+            held,
+        )
+    }
+
+    /// The clip factor computed on the device equals the host's, for AdamW (fused) and LAMB.
+    #[test]
+    fn clipping_on_the_device_equals_clipping_on_the_host() {
+        for kind in ["adamw", "lamb"] {
+            let c = config(kind);
+            let vars = variables();
+            let (mut host, held_host) = optimizer_over(&vars, &c);
+            let (mut device, held_device) = optimizer_over(&vars, &c);
+            for t in 1..=3 {
+                set_gradients(&host, &held_host, 40.0 * t as f64);
+                set_gradients(&device, &held_device, 40.0 * t as f64);
+                let norm = host.grad_norm().double_value(&[]);
+                assert!(norm > 1.0, "the gradients must be clipped");
+                host.clip(norm, 1.0);
+                host.step(0.01).unwrap();
+                device
+                    .clip_and_step(&device.grad_norm(), 1.0, 0.01)
+                    .unwrap();
+            }
+            let diff = (&host.flat.data - &device.flat.data)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(diff < 1e-6, "{kind}: differs by {diff}");
+        }
+    }
+
+    /// A non-finite gradient norm skips the step on the device: weights, moments and the
+    /// step count stay, and the next step is the one that would have come without it.
+    #[test]
+    fn a_non_finite_norm_skips_the_step_and_leaves_everything_untouched() {
+        for kind in ["adamw", "lamb"] {
+            let c = config(kind);
+            let vars = variables();
+            let (mut skipping, held) = optimizer_over(&vars, &c);
+            let (mut straight, held_straight) = optimizer_over(&vars, &c);
+            set_gradients(&skipping, &held, 1.0);
+            skipping
+                .clip_and_step(&skipping.grad_norm(), 1.0, 0.01)
+                .unwrap();
+            let before =
+                [&skipping.flat.data, &skipping.exp_avg, &skipping.exp_avg_sq].map(|t| t.copy());
+            let step_before = skipping.step_tensor.double_value(&[]);
+            set_gradients(&skipping, &held, 1.0);
+            let _ = skipping.flat.grad.narrow(0, 2, 1).fill_(f64::NAN);
+            skipping
+                .clip_and_step(&skipping.grad_norm(), 1.0, 0.01)
+                .unwrap();
+            let after = [&skipping.flat.data, &skipping.exp_avg, &skipping.exp_avg_sq];
+            for (b, a) in before.iter().zip(after) {
+                assert!(b.equal(a), "{kind}: a skipped step changed the state");
+            }
+            assert_eq!(skipping.step_tensor.double_value(&[]), step_before);
+            set_gradients(&skipping, &held, 2.0);
+            skipping
+                .clip_and_step(&skipping.grad_norm(), 1.0, 0.01)
+                .unwrap();
+            for factor in [1.0, 2.0] {
+                set_gradients(&straight, &held_straight, factor);
+                straight
+                    .clip_and_step(&straight.grad_norm(), 1.0, 0.01)
+                    .unwrap();
+            }
+            assert!(
+                skipping.flat.data.equal(&straight.flat.data),
+                "{kind}: the step after a skipped one differs"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The pretraining loop: Google/BioBERT's objective (MLM + NSP) over the instance index,
 //! resumable at any step. `train` reads as its phases: build the model and optimizer,
 //! restore a checkpoint, start the data, then per step: the forward and backward passes
-//! with the gradient all-reduce, the optimizer step (or the non-finite-loss policy), the
-//! log and evaluation, and a checkpoint or a stop.
+//! with the gradient all-reduce and the optimizer step, all queued without waiting for the
+//! device; then the previous step's metrics (the log, or the non-finite-loss policy), read
+//! one step late; then an evaluation, a checkpoint or a stop, which settle every step first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use crate::config::choices::OnNan;
+use crate::config::profile_window::ProfileWindow;
 use crate::config::run_config::RunConfig;
 use crate::data::corpus::Corpus;
 use crate::data::data_loader::{self, Layout, Sampler, TensorBatch};
@@ -27,11 +29,12 @@ use crate::model::hf_checkpoint;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::GradientAllReduce;
 use crate::parallel::run_agreement;
-use crate::runtime::fault_injection;
+use crate::runtime::{fault_injection, profiler};
 use crate::train::checkpoint::{self, TrainerState};
 use crate::train::flat_parameters::FlatParameters;
 use crate::train::logger::{self, Logger, StepMetrics};
 use crate::train::optimizer::Optimizer;
+use crate::train::step_readback::{InFlight, StepReadback};
 
 /// The loader's channel of each step's micro-batches.
 type Batches = crossbeam_channel::Receiver<Result<Vec<TensorBatch>>>;
@@ -80,6 +83,26 @@ struct Trainer<'a> {
     saved_step: u64,
     last_checkpoint: Option<PathBuf>,
     skipped_in_a_row: u64,
+    readback: StepReadback,
+    /// `log.profile`'s steps, recorded by rank 0.
+    profile: Option<ProfileWindow>,
+    recording: Option<profiler::Recording>,
+    /// Steps queued whose metrics have not been read yet (at most two: the one before the
+    /// newest, then the newest).
+    unread: VecDeque<QueuedStep>,
+}
+
+/// A step queued on the device: what its metrics need once they are read.
+struct QueuedStep {
+    /// The step number (from 1).
+    step: u64,
+    lr: f64,
+    /// [mlm loss sum, nsp loss sum, mlm correct, nsp correct, gradient norm] of this rank.
+    values: InFlight,
+    /// This rank's tokens; the global masked positions and sequences.
+    tokens: f64,
+    masked: f64,
+    sequences: f64,
 }
 
 /// Trains `run` from `init_dir` (a pretrained folder) or `resume_from` (a checkpoint) to
@@ -102,21 +125,31 @@ pub fn train(
     install_signal_handlers();
     trainer.open_logger()?;
     while trainer.step < config.train.max_steps {
-        let Some(micro_batches) = next_batches(&batches, dist)? else {
-            return trainer.stop_while_loading();
+        let micro_batches = match batches.try_recv() {
+            Ok(batch) => batch?,
+            Err(_) => {
+                // The loader is behind, so the device runs out of work anyway: the queued
+                // steps are read (and logged) now rather than after the wait.
+                trainer.settle(&mut heldout)?;
+                match next_batches(&batches, dist)? {
+                    Some(batch) => batch,
+                    None => return trainer.stop_while_loading(),
+                }
+            }
         };
         fault_injection::fail_at_step(dist.rank, trainer.step + 1)?;
-        let (metrics, grad_norm) = trainer.forward_backward(&micro_batches)?;
-        if metrics.loss.is_finite() && grad_norm.is_finite() {
-            let lr = trainer.optimizer_step(grad_norm)?;
-            trainer.log_and_evaluate(&metrics, lr, grad_norm, &mut heldout)?;
-        } else {
-            trainer.skip_non_finite(metrics.loss, grad_norm)?;
+        trainer.start_profile()?;
+        trainer.queue_step(&micro_batches)?;
+        // The previous step's work is done, or nearly: its metrics cost no wait.
+        while trainer.unread.len() > 1 {
+            trainer.read_oldest(&mut heldout)?;
         }
-        if trainer.checkpoint_or_stop()? {
+        trainer.finish_profile(&mut heldout)?;
+        if trainer.checkpoint_or_stop(&mut heldout)? {
             return Ok(());
         }
     }
+    trainer.settle(&mut heldout)?;
     if dist.is_root() && trainer.step == start_step && start_step >= config.train.max_steps {
         println!(
             "nothing to do: the run is already at step {start_step} of {}",
@@ -175,6 +208,10 @@ impl<'a> Trainer<'a> {
             saved_step: 0,
             last_checkpoint: None,
             skipped_in_a_row: 0,
+            readback: StepReadback::new(run.device)?,
+            profile: ProfileWindow::parse("log.profile", &c.log.profile)?,
+            recording: None,
+            unread: VecDeque::new(),
         })
     }
 
@@ -255,6 +292,7 @@ impl<'a> Trainer<'a> {
         let flops = flops::per_token(&run.bert_config, c.data.max_seq_len);
         let bf16 = self.bert.compute == tch::Kind::BFloat16;
         let peak = logger::peak_tflops(c, run.device, bf16);
+        println!("log: each step's loss is read once the next step is queued, so that the host never waits for the device");
         self.logger = Some(Logger::new(
             &run.out,
             c.train.max_steps,
@@ -265,41 +303,122 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    fn forward_backward(&mut self, micro_batches: &[TensorBatch]) -> Result<(StepMetrics, f64)> {
-        train_step(
+    /// One step queued on the device: the forward and backward passes over this rank's
+    /// micro-batches, the gradient all-reduce, the clipped optimizer update (skipped on the
+    /// device when the loss or the gradient is not finite) and the copy of its metrics to
+    /// the host. Nothing here waits for the device.
+    fn queue_step(&mut self, micro_batches: &[TensorBatch]) -> Result<()> {
+        let train = &self.run.config.train;
+        let queued = train_step(
             &self.bert,
             self.dist,
             &mut self.reducer,
             &self.optimizer,
             micro_batches,
             self.run.device,
-            self.run.config.train.seed,
-        )
-    }
-
-    /// Clips, updates the weights at this step's learning rate (returned), and moves on.
-    fn optimizer_step(&mut self, grad_norm: f64) -> Result<f64> {
-        let train = &self.run.config.train;
-        self.skipped_in_a_row = 0;
-        self.optimizer.clip(grad_norm, train.max_grad_norm);
+            train.seed,
+        )?;
         let lr = train.schedule().learning_rate(self.step);
-        self.optimizer.step(lr)?;
+        self.optimizer
+            .clip_and_step(&queued.norm, train.max_grad_norm, lr)?;
         self.optimizer.zero_grad();
         self.step += 1;
-        Ok(lr)
+        let values = Tensor::cat(
+            &[
+                queued.sums,
+                queued.norm.to_kind(tch::Kind::Double).view([1]),
+            ],
+            0,
+        );
+        self.unread.push_back(QueuedStep {
+            step: self.step,
+            lr,
+            values: self.readback.start(&values)?,
+            tokens: queued.tokens,
+            masked: queued.masked,
+            sequences: queued.sequences,
+        });
+        Ok(())
+    }
+
+    /// Rank 0 starts recording before the first step of `log.profile`.
+    fn start_profile(&mut self) -> Result<()> {
+        let Some(window) = self.profile else {
+            return Ok(());
+        };
+        if self.dist.is_root() && self.step + 1 == window.start {
+            let path = window.trace_path(&self.run.out, self.dist.rank);
+            let cuda = matches!(self.run.device, Device::Cuda(_));
+            self.recording = Some(profiler::start(path, cuda)?);
+        }
+        Ok(())
+    }
+
+    /// After the window's last step (or the run's), once the device has run it, the trace
+    /// is written.
+    fn finish_profile(&mut self, heldout: &mut Sampler) -> Result<()> {
+        let last = self.profile.map_or(0, |w| w.last());
+        if self.recording.is_none()
+            || (self.step < last && self.step < self.run.config.train.max_steps)
+        {
+            return Ok(());
+        }
+        self.settle(heldout)?;
+        if let (Some(recording), Some(window)) = (self.recording.take(), self.profile) {
+            let path = recording.finish()?;
+            println!(
+                "profile: steps {}-{} in {} (bench/gpu/trace_summary.py summarises it)",
+                window.start,
+                self.step,
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads every queued step's metrics (an evaluation, a checkpoint or the end needs
+    /// them first).
+    fn settle(&mut self, heldout: &mut Sampler) -> Result<()> {
+        while !self.unread.is_empty() {
+            self.read_oldest(heldout)?;
+        }
+        Ok(())
+    }
+
+    /// The oldest queued step's metrics: logged (and evaluated), or the non-finite-loss
+    /// policy applied to the step the device skipped.
+    fn read_oldest(&mut self, heldout: &mut Sampler) -> Result<()> {
+        let Some(q) = self.unread.pop_front() else {
+            return Ok(());
+        };
+        let read = self.readback.finish(q.values)?;
+        // The read waited for the step's work, so its gradient sums are done or have failed.
+        self.reducer.check()?;
+        let mut sums = [read[0], read[1], read[2], read[3], q.tokens];
+        self.dist.all_reduce_f64(&mut sums);
+        let metrics = logger::metrics(&sums, q.masked, q.sequences);
+        let grad_norm = read[4];
+        if metrics.loss.is_finite() && grad_norm.is_finite() {
+            self.skipped_in_a_row = 0;
+            self.log_and_evaluate(q.step, &metrics, q.lr, grad_norm, heldout)
+        } else {
+            self.skip_non_finite(q.step, metrics.loss, grad_norm)
+        }
     }
 
     /// Rank 0 logs every `log.every` steps and evaluates on its held-out set (small and
-    /// fixed) every `log.eval_every`.
+    /// fixed) every `log.eval_every`; an evaluation step is read before the next step is
+    /// queued, so the evaluation sees that step's weights.
     fn log_and_evaluate(
         &mut self,
+        step: u64,
         metrics: &StepMetrics,
         lr: f64,
         grad_norm: f64,
         heldout: &mut Sampler,
     ) -> Result<()> {
         let c = &self.run.config;
-        let step = self.step;
+        let eval_due = self.eval_due(step);
         let Some(logger) = &mut self.logger else {
             return Ok(());
         };
@@ -307,7 +426,8 @@ impl<'a> Trainer<'a> {
         if step % c.log.every.max(1) == 0 || step == c.train.max_steps {
             logger.flush(step);
         }
-        if c.log.eval_every > 0 && step % c.log.eval_every == 0 {
+        if eval_due {
+            debug_assert_eq!(step, self.step, "evaluation after a later step");
             let eval = evaluate(
                 &self.bert,
                 heldout,
@@ -321,15 +441,20 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// A non-finite loss or gradient: the run stops (`train.on_nan = stop`) or the step is
-    /// skipped, weights and moments untouched, up to `train.max_skipped_steps` in a row.
-    fn skip_non_finite(&mut self, loss: f64, grad_norm: f64) -> Result<()> {
+    fn eval_due(&self, step: u64) -> bool {
+        let every = self.run.config.log.eval_every;
+        every > 0 && step % every == 0
+    }
+
+    /// A non-finite loss or gradient at `step`, which the device skipped (weights and
+    /// moments untouched): the run stops (`train.on_nan = stop`) or goes on, up to
+    /// `train.max_skipped_steps` in a row.
+    fn skip_non_finite(&mut self, step: u64, loss: f64, grad_norm: f64) -> Result<()> {
         let train = &self.run.config.train;
         let last = self
             .last_checkpoint
             .as_ref()
             .map_or("none".to_string(), |p| p.display().to_string());
-        let step = self.step + 1;
         if train.on_nan == OnNan::Stop {
             bail!("step {step}: the loss is {loss} (gradient norm {grad_norm}); last good checkpoint: {last}");
         }
@@ -346,23 +471,25 @@ impl<'a> Trainer<'a> {
                 "warning: step {step}: loss {loss}, step skipped (train.on_nan = skip; {in_a_row} in a row)"
             );
         }
-        self.optimizer.zero_grad();
-        self.step += 1;
         Ok(())
     }
 
     /// Saves at the end, every `checkpoint.every` steps and when any rank was signalled,
-    /// which stops every rank after this same step (returns true).
-    fn checkpoint_or_stop(&mut self) -> Result<bool> {
+    /// which stops every rank after this same step (returns true). Every queued step is
+    /// read first, so that no checkpoint follows a step that `train.on_nan = stop` refuses.
+    fn checkpoint_or_stop(&mut self, heldout: &mut Sampler) -> Result<bool> {
         let c = &self.run.config;
         let mut flags = [f64::from(u8::from(STOP.load(Ordering::SeqCst)))];
         self.dist.all_reduce_f64(&mut flags);
         let stop = flags[0] > 0.0;
         let step = self.step;
-        if (step == c.train.max_steps && c.checkpoint.at_end)
+        let save = (step == c.train.max_steps && c.checkpoint.at_end)
             || stop
-            || (c.checkpoint.every > 0 && step % c.checkpoint.every == 0)
-        {
+            || (c.checkpoint.every > 0 && step % c.checkpoint.every == 0);
+        if save || stop || step == c.train.max_steps || self.eval_due(step) {
+            self.settle(heldout)?;
+        }
+        if save {
             if self.dist.is_root() {
                 let path = self.save()?;
                 println!("checkpoint: {}", path.display());
@@ -515,11 +642,24 @@ fn batch_sums(
     ))
 }
 
-/// One optimizer step's forward and backward passes over this rank's micro-batches, the
-/// gradient all-reduce and the global gradient norm. The losses are sums normalised by the
-/// masked positions and sequences of the whole global batch (all micro-batches, all
-/// ranks), so the summed gradients are those of one large batch; the returned metrics are
-/// global too. The loss sums stay on the device until one read at the end of the step.
+/// One step's forward and backward passes, queued: the loss sums and the gradient norm as
+/// device tensors, and the counts they are normalised by.
+struct StepSums {
+    /// [mlm loss sum, nsp loss sum, mlm correct, nsp correct] of this rank (f64).
+    sums: Tensor,
+    /// The global gradient norm (after the all-reduce).
+    norm: Tensor,
+    tokens: f64,
+    masked: f64,
+    sequences: f64,
+}
+
+/// One optimizer step's forward and backward passes over this rank's micro-batches and the
+/// gradient all-reduce, queued on the device. The losses are sums normalised by the masked
+/// positions and sequences of the whole global batch (all micro-batches, all ranks), so the
+/// summed gradients are those of one large batch. A rank whose loss is not finite makes the
+/// gradient not finite too (one element, before the all-reduce), so that every rank's
+/// device skips the same steps without asking the host.
 fn train_step(
     bert: &Bert,
     dist: &Distributed,
@@ -528,7 +668,7 @@ fn train_step(
     micro_batches: &[TensorBatch],
     device: Device,
     seed: u64,
-) -> Result<(StepMetrics, f64)> {
+) -> Result<StepSums> {
     let mut counts = [
         micro_batches.iter().map(|b| b.masked as f64).sum::<f64>(),
         micro_batches
@@ -545,16 +685,22 @@ fn train_step(
         (&s.mlm / masked.max(1.0) + &s.nsp / sequences.max(1.0)).backward();
         device_sums += sums_tensor(&s);
     }
+    tch::no_grad(|| {
+        // 0 * a finite sum adds exactly 0; 0 * inf or NaN adds NaN.
+        let poison = (device_sums.narrow(0, 0, 2).sum(tch::Kind::Double) * 0.0)
+            .to_kind(tch::Kind::Float)
+            .view([1]);
+        let _ = optimizer.flat.grad.narrow(0, 0, 1).g_add_(&poison);
+    });
     reducer.all_reduce(dist, &optimizer.flat.grad)?;
-    let norm = optimizer.grad_norm().to_kind(tch::Kind::Double).view([1]);
-    let read = Tensor::cat(&[device_sums, norm], 0).to_device(Device::Cpu);
-    let read = Vec::<f64>::try_from(read).expect("five f64 values");
-    // The read waited for the device, so the step's sums are done or have failed.
-    reducer.check()?;
     let tokens = micro_batches.iter().map(|b| b.tokens as f64).sum::<f64>();
-    let mut sums = [read[0], read[1], read[2], read[3], tokens];
-    dist.all_reduce_f64(&mut sums);
-    Ok((logger::metrics(&sums, masked, sequences), read[4]))
+    Ok(StepSums {
+        sums: device_sums,
+        norm: optimizer.grad_norm(),
+        tokens,
+        masked,
+        sequences,
+    })
 }
 
 /// The seed of torch's generator for the dropout of the micro-batch whose first sample has
