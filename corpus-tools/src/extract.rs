@@ -237,7 +237,8 @@ impl Extraction {
         let mut ordinal = 0u64;
         let mut raw = inputs::open_raw(input)?;
         raw.count_into(self.raw_bytes_read.clone());
-        let result = read_items_from(input, &mut raw, &mut |item| {
+        let mut bad_members = BadMembers::new(self.options.on_error);
+        let result = read_items_from(input, &mut raw, &mut bad_members, &mut |item| {
             let position = (file, ordinal);
             let global = self.bases[file] + ordinal;
             let doc = match item {
@@ -271,15 +272,22 @@ impl Extraction {
             }
             Ok(true)
         });
-        let mut error = None;
+        let mut errors = Vec::new();
         if let Err(e) = result {
             let e = describe_error(input, e);
             if self.options.on_error == OnError::Fail {
                 return Err(e);
             }
             counts.add("files_with_errors", 1);
-            error = Some(format!("{e:#}"));
+            errors.push(format!("{e:#}"));
         }
+        for (member, cause) in &bad_members.skipped {
+            counts.add("skipped_tar_members_with_errors", 1);
+            let line = format!("{}: {member}: {cause}", input.path.display());
+            eprintln!("warning: {line} (the member is skipped: --on-error skip)");
+            errors.push(line);
+        }
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
         out.send(batch);
         let (bytes, sha256) = raw
             .finish()
@@ -387,7 +395,8 @@ fn scan_ids(
     let mut raw = inputs::open_raw(input)?.without_hash();
     raw.count_into(progress.clone());
     let mut stopped = false;
-    let result = scan_input_ids(input, &mut raw, &mut |event| {
+    let mut bad_members = BadMembers::new(options.on_error);
+    let result = scan_input_ids(input, &mut raw, &mut bad_members, &mut |event| {
         if stopped {
             return;
         }
@@ -410,6 +419,7 @@ fn scan_ids(
 fn scan_input_ids<R: Read>(
     input: &Input,
     raw: &mut HashingReader<R>,
+    bad_members: &mut BadMembers,
     visit: &mut dyn FnMut(IdEvent),
 ) -> Result<()> {
     match (input.format, input.collection) {
@@ -430,23 +440,24 @@ fn scan_input_ids<R: Read>(
                 let mut entry = entry.context("corrupt tar archive")?;
                 let name = entry.path().map(|p| p.to_path_buf()).unwrap_or_default();
                 let lower = name.to_string_lossy().to_lowercase();
-                let member = || format!("member {}", name.display());
-                if lower.ends_with(".nxml") || lower.ends_with(".xml") {
-                    pmc::scan_ids(std::io::BufReader::new(entry), |id| {
-                        visit(IdEvent::Record(Collection::Pmc, id))
-                    })
-                    .with_context(member)?;
+                // A member's ids count only if the whole member reads, as in pass 2.
+                let mut ids = Vec::new();
+                let read = if lower.ends_with(".nxml") || lower.ends_with(".xml") {
+                    pmc::scan_ids(std::io::BufReader::new(entry), |id| ids.push(id))
                 } else if lower.ends_with(".txt") {
-                    let mut text = String::new();
-                    entry.read_to_string(&mut text).with_context(member)?;
-                    let article =
-                        pmc::parse_oa_text(&text, &file_stem(&name)).with_context(member)?;
-                    visit(IdEvent::Record(Collection::Pmc, article.pmcid));
+                    read_oa_member(&mut entry, &name).map(|a| ids.push(a.pmcid))
+                } else {
+                    Ok(())
+                };
+                if bad_members.read(&name, read)? {
+                    for id in ids {
+                        visit(IdEvent::Record(Collection::Pmc, id));
+                    }
                 }
             }
             Ok(())
         }
-        (Format::OaText, _) => read_items_from(input, raw, &mut |item| {
+        (Format::OaText, _) => read_items_from(input, raw, bad_members, &mut |item| {
             if let Item::Pmc(a) = item {
                 visit(IdEvent::Record(Collection::Pmc, a.pmcid));
             }
@@ -548,6 +559,7 @@ fn make_doc(
 fn read_items_from<R: Read>(
     input: &Input,
     raw: &mut HashingReader<R>,
+    bad_members: &mut BadMembers,
     visit: &mut dyn FnMut(Item) -> Result<bool>,
 ) -> Result<()> {
     match (input.format, input.collection) {
@@ -572,7 +584,7 @@ fn read_items_from<R: Read>(
                 &file_stem(&input.path),
             )?))?;
         }
-        (Format::TarGz, _) => read_tar(input, raw, visit)?,
+        (Format::TarGz, _) => read_tar(raw, bad_members, visit)?,
     }
     Ok(())
 }
@@ -587,35 +599,81 @@ fn read_jats(reader: impl BufRead, visit: &mut dyn FnMut(Item) -> Result<bool>) 
     Ok(true)
 }
 
-/// A PMC bulk package, streamed: members are read in archive order, never unpacked.
+/// A PMC bulk package, streamed: members are read in archive order, never unpacked. A
+/// member's articles are held until the whole member has read (one article per member in
+/// PMC's packages, under the readers' 64 MiB record limit), so that a member that fails
+/// gives no articles, in both passes.
 fn read_tar<R: Read>(
-    input: &Input,
     raw: &mut HashingReader<R>,
+    bad_members: &mut BadMembers,
     visit: &mut dyn FnMut(Item) -> Result<bool>,
 ) -> Result<()> {
     let mut archive = tar::Archive::new(inputs::decompressed(raw, true));
     for entry in archive.entries().context("not a tar archive")? {
-        let entry = entry.context("corrupt tar archive")?;
+        let mut entry = entry.context("corrupt tar archive")?;
         let name = entry.path().map(|p| p.to_path_buf()).unwrap_or_default();
         let lower = name.to_string_lossy().to_lowercase();
-        let member = || format!("member {}", name.display());
-        if lower.ends_with(".nxml") || lower.ends_with(".xml") {
-            let reader = std::io::BufReader::new(entry);
-            if !read_jats(reader, visit).with_context(member)? {
-                return Ok(());
-            }
+        let mut articles = Vec::new();
+        let read = if lower.ends_with(".nxml") || lower.ends_with(".xml") {
+            read_jats(std::io::BufReader::new(entry), &mut |item| {
+                articles.push(item);
+                Ok(true)
+            })
+            .map(|_| ())
         } else if lower.ends_with(".txt") {
-            let mut text = String::new();
-            let mut entry = entry;
-            entry.read_to_string(&mut text).with_context(member)?;
-            let article = pmc::parse_oa_text(&text, &file_stem(&name)).with_context(member)?;
-            if !visit(Item::Pmc(article))? {
+            read_oa_member(&mut entry, &name).map(|a| articles.push(Item::Pmc(a)))
+        } else {
+            Ok(())
+        };
+        if !bad_members.read(&name, read)? {
+            continue;
+        }
+        for article in articles {
+            if !visit(article)? {
                 return Ok(());
             }
         }
     }
-    let _ = input;
     Ok(())
+}
+
+/// One plain-text article of a package (PMC's OA text format).
+fn read_oa_member(entry: &mut impl Read, name: &Path) -> Result<pmc::PmcArticle> {
+    let mut text = String::new();
+    entry.read_to_string(&mut text).context("not UTF-8 text")?;
+    pmc::parse_oa_text(&text, &file_stem(name))
+}
+
+/// What happens to a package member that does not read: with `--on-error fail` the file
+/// fails, naming the member; with `skip` the member is left out (both passes alike) and
+/// named in the manifest, and the package goes on. A broken archive stream still ends the
+/// file: the next member cannot be found.
+struct BadMembers {
+    on_error: OnError,
+    /// (member, cause) of each member left out.
+    skipped: Vec<(String, String)>,
+}
+
+impl BadMembers {
+    fn new(on_error: OnError) -> BadMembers {
+        BadMembers {
+            on_error,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Whether the member read; an error under `fail`.
+    fn read(&mut self, name: &Path, read: Result<()>) -> Result<bool> {
+        let member = format!("member {}", name.display());
+        match read {
+            Ok(()) => Ok(true),
+            Err(e) if self.on_error == OnError::Fail => Err(e.context(member)),
+            Err(e) => {
+                self.skipped.push((member, format!("{e:#}")));
+                Ok(false)
+            }
+        }
+    }
 }
 
 fn file_stem(path: &Path) -> String {

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 
 #[test]
 fn extract_then_shard_gives_the_token_shards_of_prepare() {
@@ -245,4 +246,77 @@ fn pmc_tar_gz_package_is_streamed_like_the_loose_files() {
         .unwrap();
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("cut.tar.gz"));
+}
+
+/// One member of a package that does not read: `--on-error fail` names the package and the
+/// member; `--on-error skip` leaves that member out (in both passes alike), keeps the rest of
+/// the package, counts and names it in the manifest.
+#[test]
+fn a_bad_package_member_is_named_and_skipped_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loose = workspace().join("sample/pmc");
+    let broken = tmp.path().join("broken.nxml");
+    std::fs::write(
+        &broken,
+        "<article><front><article-meta><article-id pub-id-type=\"pmc\">PMC9000777</article-id>\
+         </article-meta></front><body><p>Unclosed paragraph.</b></body></article>",
+    )
+    .unwrap();
+    let package = |path: &Path, members: &[(&Path, &str)]| {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut archive = tar::Builder::new(gz);
+        for (file, name) in members {
+            archive.append_path_with_name(file, name).unwrap();
+        }
+        archive.into_inner().unwrap().finish().unwrap();
+    };
+    let (first, second) = (loose.join("PMC9000001.nxml"), loose.join("PMC9000002.nxml"));
+    let bad = tmp.path().join("oa_comm_xml.PMC900bad.baseline.tar.gz");
+    package(
+        &bad,
+        &[
+            (&first, "PMC900/PMC9000001.nxml"),
+            (&broken, "PMC900/broken.nxml"),
+            (&second, "PMC900/PMC9000002.nxml"),
+        ],
+    );
+    let good = tmp.path().join("oa_comm_xml.PMC900good.baseline.tar.gz");
+    package(
+        &good,
+        &[
+            (&first, "PMC900/PMC9000001.nxml"),
+            (&second, "PMC900/PMC9000002.nxml"),
+        ],
+    );
+    let extract = |input: &Path, out: &str, extra: &[&str]| {
+        let mut cmd = corpus_tools();
+        cmd.arg("extract")
+            .arg("--pmc")
+            .arg(input)
+            .arg("--out")
+            .arg(tmp.path().join(out))
+            .args(extra);
+        cmd
+    };
+    let failed = extract(&bad, "failed", &[]).output().unwrap();
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("PMC900bad.baseline.tar.gz") && err.contains("member PMC900/broken.nxml"),
+        "{err}"
+    );
+    let skipped = run_ok(&mut extract(&bad, "skipped", &["--on-error", "skip"]));
+    let warn = String::from_utf8_lossy(&skipped.stderr);
+    assert!(warn.contains("member PMC900/broken.nxml"), "{warn}");
+    run_ok(&mut extract(&good, "good", &[]));
+    let (skipped, good) = (tmp.path().join("skipped"), tmp.path().join("good"));
+    assert_eq!(documents(&skipped), documents(&good));
+    assert_eq!(manifest(&skipped)["totals"]["documents"], 2);
+    let m = manifest(&skipped);
+    assert_eq!(count(&m, "skipped_tar_members_with_errors"), 1);
+    let source_error = m["sources"][0]["error"].as_str().unwrap_or("");
+    assert!(source_error.contains("member PMC900/broken.nxml"), "{m}");
 }

@@ -129,6 +129,9 @@ fn restore(
             config.epochs,
             dir.display()
         );
+        if done >= config.epochs {
+            println!("resume: every epoch is done, nothing to train; the chosen epoch is scored and written again");
+        }
     }
     Ok(done)
 }
