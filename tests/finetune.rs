@@ -335,6 +335,29 @@ fn bad_input_names_the_line_and_leaves_nothing() {
         "{}",
         stderr(&result)
     );
+    // Each message says what is wrong: a missing file, a limit of 0, an unknown key.
+    let fresh = tmp.path().join("fresh");
+    std::fs::remove_file(data.join("test.tsv")).unwrap();
+    let result = finetune("ner", &data, &fresh, &[]).output().unwrap();
+    let missing = format!("{}: not found", data.join("test.tsv").display());
+    assert!(stderr(&result).contains(&missing), "{}", stderr(&result));
+    std::fs::write(data.join("test.tsv"), "Fever\tB\n\n").unwrap();
+    for (args, expected) in [
+        (
+            ["--limit-train", "0"],
+            "--limit-train 0: expected at least 1",
+        ),
+        (["--limit-eval", "0"], "--limit-eval 0: expected at least 1"),
+        (
+            ["--set", "epoch=3"],
+            "--set epoch=3: epoch is not a key of a fine-tuning configuration",
+        ),
+    ] {
+        let result = finetune("ner", &data, &fresh, &args).output().unwrap();
+        assert!(!result.status.success());
+        assert!(stderr(&result).contains(expected), "{}", stderr(&result));
+        assert!(!fresh.exists());
+    }
 }
 
 /// A run stopped after its first epoch continues with `--resume auto` and ends where the
@@ -392,12 +415,42 @@ fn a_stopped_run_resumes_to_the_uninterrupted_result() {
     };
     assert_eq!(test(&whole), test(&split));
     assert!(!split.join("checkpoints").exists());
-    let again = finetune("ner", &data, &split, &args)
-        .args(["--resume", "auto"])
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
-    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+    let again = run_ok(finetune("ner", &data, &split, &args).args(["--resume", "auto"]));
+    assert!(
+        stdout(&again).contains("nothing to do: "),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(
+        read(&whole, "predictions_test.txt"),
+        read(&split, "predictions_test.txt")
+    );
+
+    // Pre-empted mid-epoch (as by SIGTERM after step 4: 66 windows, 3 steps an epoch), the
+    // run writes a checkpoint and exits 0; resumed, it ends where the uninterrupted run ends.
+    let preempted = tmp.path().join("preempted");
+    let out =
+        run_ok(finetune("ner", &data, &preempted, &args).env("BIOBERT_STOP_AT_FINETUNE_STEP", "4"));
+    assert!(
+        stdout(&out).contains("stopped by a signal in epoch 2 after step 1 of 3"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(preempted
+        .join("checkpoints/epoch_0001_step_000001")
+        .is_dir());
+    assert!(!preempted.join("metrics.json").exists());
+    let resumed = run_ok(finetune("ner", &data, &preempted, &args).args(["--resume", "auto"]));
+    assert!(
+        stdout(&resumed).contains("resume: after epoch 1 and step 1 of epoch 2 of 2"),
+        "{}",
+        stdout(&resumed)
+    );
+    assert_eq!(
+        read(&whole, "predictions_test.txt"),
+        read(&preempted, "predictions_test.txt")
+    );
+    assert_eq!(test(&whole), test(&preempted));
 }
 
 /// Under mpirun the global batch is split between the ranks and their gradients summed:

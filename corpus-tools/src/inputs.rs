@@ -83,15 +83,25 @@ fn expected_extensions(collection: Collection) -> &'static str {
     }
 }
 
+/// The folder's input files, recursively. A link to a folder is not followed: it may lead
+/// out of the input tree or back into it (a loop); the folder itself can be given as an
+/// input instead. Links to files are read.
 fn walk(dir: &Path, collection: Collection, out: &mut Vec<Input>) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
     for entry in entries {
-        let path = entry
-            .with_context(|| format!("{}: cannot list", dir.display()))?
-            .path();
-        if path.is_dir() {
+        let entry = entry.with_context(|| format!("{}: cannot list", dir.display()))?;
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if kind.is_dir() {
             walk(&path, collection, out)?;
+        } else if kind.is_symlink() && path.is_dir() {
+            eprintln!(
+                "warning: {}: a link to a folder, not followed (give that folder as an input to read it)",
+                path.display()
+            );
         } else if let Some(input) = classify(&path, collection) {
             out.push(input?);
         }
@@ -115,17 +125,25 @@ fn classify(path: &Path, collection: Collection) -> Option<Result<Input>> {
     if collection == Collection::Pubmed && format == Format::TarGz {
         return None;
     }
-    Some(
-        std::fs::metadata(path)
-            .with_context(|| format!("{}: cannot read", path.display()))
-            .map(|m| Input {
+    let input = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot read", path.display()))
+        .and_then(|m| {
+            // A FIFO or a device would block the reader or never end.
+            if !m.is_file() {
+                bail!(
+                    "{}: not a regular file (a pipe, socket or device cannot be an input)",
+                    path.display()
+                );
+            }
+            Ok(Input {
                 path: path.to_path_buf(),
                 collection,
                 format,
                 gzip,
                 bytes: m.len(),
-            }),
-    )
+            })
+        });
+    Some(input)
 }
 
 /// Counts and hashes the raw bytes that pass through.
@@ -264,5 +282,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no input files"), "{err}");
+    }
+
+    /// A link to a folder is not followed (a loop, or a way out of the tree); a FIFO is
+    /// refused by name instead of blocking the reader.
+    #[test]
+    fn folder_links_are_not_followed_and_fifos_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("in");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/pubmed25n0001.xml"), b"").unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("pubmed25n0009.xml"), b"").unwrap();
+        std::os::unix::fs::symlink(&root, root.join("a/loop")).unwrap();
+        std::os::unix::fs::symlink("../../outside", root.join("a/escape")).unwrap();
+        std::os::unix::fs::symlink(
+            root.join("a/pubmed25n0001.xml"),
+            root.join("pubmed25n0002.xml"),
+        )
+        .unwrap();
+        let found = discover(std::slice::from_ref(&root), Collection::Pubmed).unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["pubmed25n0001.xml", "pubmed25n0002.xml"]);
+        let fifo = root.join("pubmed25n0003.xml");
+        let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let err = discover(&[root], Collection::Pubmed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pubmed25n0003.xml: not a regular file"),
+            "{err}"
+        );
     }
 }

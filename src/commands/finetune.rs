@@ -118,11 +118,15 @@ fn model_folder(model: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn limit<T>(mut v: Vec<T>, n: Option<usize>) -> Vec<T> {
-    if let Some(n) = n {
-        v.truncate(n);
+/// The first `n` of `v` (`--limit-train`, `--limit-eval`: `flag`); 0 is refused, since it
+/// would train or score on nothing.
+fn limit<T>(mut v: Vec<T>, n: Option<usize>, flag: &str) -> Result<Vec<T>> {
+    match n {
+        Some(0) => bail!("{flag} 0: expected at least 1 (it keeps the first N sequences)"),
+        Some(n) => v.truncate(n),
+        None => {}
     }
-    v
+    Ok(v)
 }
 
 impl TaskData {
@@ -131,10 +135,14 @@ impl TaskData {
         let tokenizer = tokenizer(&model)?;
         let max_len = config.max_seq_len;
         let path = |n: &str| common.data.join(n);
-        let train = limit(ner_data::read(&path("train.tsv"))?, common.limit_train);
+        let train = limit(
+            ner_data::read(&path("train.tsv"))?,
+            common.limit_train,
+            "--limit-train",
+        )?;
         let labels = ner_data::label_set(&train);
         let split = |p: PathBuf| -> Result<Split> {
-            let sentences = limit(ner_data::read(&p)?, common.limit_eval);
+            let sentences = limit(ner_data::read(&p)?, common.limit_eval, "--limit-eval")?;
             let ids = ner_data::label_ids(&sentences, &labels, &p)?;
             let windows = ner_data::windows(&sentences, &ids, &tokenizer, max_len)?;
             Ok(Split {
@@ -178,7 +186,11 @@ impl TaskData {
             None => re_data::detect(&common.data)?,
         };
         let (train_path, dev_path, test_path) = re_data::files(&common.data, format);
-        let train = limit(re_data::read(&train_path, format)?, common.limit_train);
+        let train = limit(
+            re_data::read(&train_path, format)?,
+            common.limit_train,
+            "--limit-train",
+        )?;
         let labels = re_data::label_set(&train);
         let special = |t: &str| special_id(&tokenizer, t, &model);
         let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
@@ -196,7 +208,11 @@ impl TaskData {
                 .collect()
         };
         let split = |p: PathBuf| -> Result<Split> {
-            let examples = limit(re_data::read(&p, format)?, common.limit_eval);
+            let examples = limit(
+                re_data::read(&p, format)?,
+                common.limit_eval,
+                "--limit-eval",
+            )?;
             let gold = re_data::label_ids(&examples, &labels, &p)?;
             Ok(Split {
                 path: p,
@@ -243,11 +259,22 @@ fn run_task(
         Some("auto") => finetune_checkpoint::latest(&common.out),
         Some(other) => bail!("--resume {other}: expected auto"),
     };
+    let finished = common.out.join("metrics.json").exists();
     match &resume {
-        Some(_) if common.out.join("metrics.json").exists() => bail!(
+        Some(_) if finished => bail!(
             "{}: this run is finished (metrics.json is there); nothing to resume",
             common.out.display()
         ),
+        // As pretraining says of a run at its last step.
+        None if finished && common.resume.is_some() => {
+            if dist.is_root() {
+                println!(
+                    "nothing to do: {} holds a finished run (metrics.json); to train again, choose a new folder for --out",
+                    common.out.display()
+                );
+            }
+            return Ok(());
+        }
         Some(_) => {}
         None => prepare_out(&common.out, dist.is_root())?,
     }
@@ -302,6 +329,9 @@ fn train_and_write(
 ) -> Result<()> {
     let (mut trainer, bert_config) = load_trainer(dist, task, config, model_dir)?;
     let fitted = fit::fit(&mut trainer, dist, task, config, &common.out, resume)?;
+    if fitted.stopped {
+        return Ok(());
+    }
     if dist.is_root() {
         write_outputs(
             common,

@@ -34,6 +34,11 @@ pub struct FinetuneConfig {
     /// shuffled): less padding, the same epochs and batch size.
     #[serde(default)]
     pub group_by_length: bool,
+    /// The real tokens packed into rows for every position-wise product and attention at
+    /// each sequence's own length (pretraining's `train.unpad`): the padding is never
+    /// computed, and no batch's content changes.
+    #[serde(default)]
+    pub unpad: bool,
     /// "auto" (bf16 products on GPUs, fp32 on CPUs), "fp32" or "bf16".
     pub precision: Precision,
     /// "auto", "cuda" or "cpu", as in pretraining.

@@ -48,11 +48,26 @@ pub fn from_text<T: TomlConfig>(
             bail!("{name}: {key} is missing (it has no default)");
         }
     }
-    let config: T = value
-        .try_into()
-        .with_context(|| format!("{name}: not {what}"))?;
+    let config: T = match value.try_into() {
+        Ok(config) => config,
+        Err(e) => {
+            // A key that only an override brought in is the override's fault, not the file's.
+            if let Some(o) = overrides.iter().find(|o| unknown_key_of(o, &e.to_string())) {
+                let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k.trim());
+                bail!("--set {o}: {key} is not a key of {what} ({e})");
+            }
+            return Err(anyhow::Error::new(e).context(format!("{name}: not {what}")));
+        }
+    };
     config.validate()?;
     Ok(config)
+}
+
+/// Whether serde's `error` is "unknown field" for the last part of override `o`'s key.
+fn unknown_key_of(o: &str, error: &str) -> bool {
+    let key = o.split_once('=').map_or(o, |(k, _)| k).trim();
+    let last = key.rsplit('.').next().unwrap_or(key);
+    error.contains(&format!("unknown field `{last}`"))
 }
 
 fn lookup<'a>(root: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {

@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::model::bert::{Batch, Bert};
 use crate::model::bert_config::BertConfig;
+use crate::model::packing::Packing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head {
@@ -61,11 +62,14 @@ impl Classifier {
         }
     }
 
-    /// Logits: [batch, seq, labels] for tokens, [batch, labels] for sequences (fp32).
+    /// Logits: [batch, seq, labels] for tokens, [batch, labels] for sequences (fp32). With
+    /// `packing` the encoder runs on the real tokens alone (`train.unpad` in pretraining);
+    /// token logits come back in the padded layout, zeros at the padding.
     pub fn logits(
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
+        packing: Option<&Packing>,
         train: bool,
     ) -> Tensor {
         let token_type_ids = input_ids.zeros_like();
@@ -73,8 +77,12 @@ impl Classifier {
             &Batch {
                 input_ids,
                 token_type_ids: &token_type_ids,
-                attention_mask,
-                packing: None,
+                attention_mask: if packing.is_some() {
+                    None
+                } else {
+                    attention_mask
+                },
+                packing,
             },
             train,
             false,
@@ -83,8 +91,13 @@ impl Classifier {
             Head::Token => encoded.sequence,
             Head::Sequence => encoded.pooled,
         };
-        self.classifier
-            .forward(&features.to_kind(Kind::Float).dropout(self.dropout, train))
+        let logits = self
+            .classifier
+            .forward(&features.to_kind(Kind::Float).dropout(self.dropout, train));
+        match (self.head, packing) {
+            (Head::Token, Some(packing)) => packing.pad(&logits),
+            _ => logits,
+        }
     }
 }
 
@@ -132,4 +145,72 @@ pub fn write_hf_classifier(
         .collect::<serde_json::Map<_, _>>()
         .into();
     crate::model::hf_folder::write_json(&dir.join("config.json"), &json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(head: Head) -> (nn::VarStore, Classifier) {
+        tch::manual_seed(11);
+        let mut config = BertConfig::base(50);
+        config.hidden_size = 16;
+        config.num_hidden_layers = 2;
+        config.num_attention_heads = 2;
+        config.intermediate_size = 32;
+        config.max_position_embeddings = 16;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Classifier::new(&vs.root(), &config, head, 3);
+        (vs, model)
+    }
+
+    /// Packed (fine-tuning's `unpad`) and padded batches give the same logits at the real
+    /// positions, and the same loss gradients, for both heads.
+    #[test]
+    fn packed_batches_give_the_padded_logits_and_gradients() {
+        let lengths = [9usize, 4, 7];
+        let width = 9;
+        let ids = Tensor::randint(50, [3, width as i64], (Kind::Int64, Device::Cpu));
+        let mut mask = vec![0i64; 3 * width];
+        for (r, &len) in lengths.iter().enumerate() {
+            mask[r * width..r * width + len].fill(1);
+        }
+        let mask = Tensor::from_slice(&mask).view([3, width as i64]);
+        let packing = Packing::from_lengths(&lengths, width);
+        for head in [Head::Token, Head::Sequence] {
+            let (vs, model) = tiny(head);
+            let run = |packing: Option<&Packing>| {
+                vs.variables().values().for_each(|v| {
+                    let mut g = v.grad();
+                    if g.defined() {
+                        let _ = g.zero_();
+                    }
+                });
+                let logits = model.logits(&ids, Some(&mask), packing, false);
+                let weight = match head {
+                    Head::Token => mask.unsqueeze(-1).to_kind(Kind::Float),
+                    Head::Sequence => logits.ones_like(),
+                };
+                (&logits * &weight).square().sum(Kind::Float).backward();
+                // The token head leaves the pooler without a gradient.
+                let named: std::collections::BTreeMap<_, _> = vs.variables().into_iter().collect();
+                let grads: Vec<Tensor> = named
+                    .values()
+                    .map(|v| v.grad())
+                    .filter(|g| g.defined())
+                    .map(|g| g.copy())
+                    .collect();
+                (logits * weight, grads)
+            };
+            let (padded, padded_grads) = run(None);
+            let (packed, packed_grads) = run(Some(&packing));
+            assert_eq!(packed.size(), padded.size(), "{head:?}");
+            let diff = (&packed - &padded).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "{head:?}: logits differ by {diff}");
+            for (a, b) in padded_grads.iter().zip(&packed_grads) {
+                let diff = (a - b).abs().max().double_value(&[]);
+                assert!(diff < 1e-4, "{head:?}: gradients differ by {diff}");
+            }
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The fine-tuning epochs: resume from the newest epoch checkpoint, then per epoch the
 //! training pass, the development score (only when it chooses the epoch), the checkpoint
-//! and the progress line; at the end the chosen epoch's weights are put back.
+//! and the progress line; at the end the chosen epoch's weights are put back. A stop signal
+//! (SIGTERM, SIGINT) ends training after the current step with a mid-epoch checkpoint.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -11,9 +12,9 @@ use tensorboard_rs::summary_writer::SummaryWriter;
 use crate::config::finetune_config::FinetuneConfig;
 use crate::finetune::finetune_checkpoint::{self, FinetuneState, InputDigests};
 use crate::finetune::task::{self, TaskData};
-use crate::finetune::trainer::Trainer;
+use crate::finetune::trainer::{EpochEnd, Trainer};
 use crate::parallel::distributed::Distributed;
-use crate::runtime::fault_injection;
+use crate::runtime::{fault_injection, stop_signal};
 use crate::train::logger::format_duration;
 
 /// What the epochs chose.
@@ -23,6 +24,8 @@ pub struct Fitted {
     /// Whether the development set chose it (else it is the last).
     pub chosen_on_dev: bool,
     pub train_seconds: f64,
+    /// A stop signal ended training mid-epoch; its checkpoint is written, nothing else.
+    pub stopped: bool,
 }
 
 /// The best development score so far and its weights.
@@ -49,21 +52,44 @@ pub fn fit(
         epoch: config.epochs,
     };
     let digests = task.digests();
-    let first_epoch = match resume {
+    let (first_epoch, mut skip) = match resume {
         Some(dir) => restore(trainer, dist, task, config, &digests, dir, &mut best)?,
-        None => 0,
+        None => (0, 0),
     };
+    stop_signal::install();
     let mut writer = dist
         .is_root()
         .then(|| SummaryWriter::new(out.join("tensorboard")));
     let started = Instant::now();
     let steps_at_start = trainer.step;
     for epoch in first_epoch..config.epochs {
-        let loss = trainer.epoch(&task.train, epoch, |step, loss| {
+        let end = trainer.epoch(&task.train, epoch, skip, |step, loss| {
             if let Some(w) = writer.as_mut() {
                 w.add_scalar("train/loss", loss as f32, step as usize);
             }
         })?;
+        skip = 0;
+        let loss = match end {
+            EpochEnd::Done { mean_loss } => mean_loss,
+            EpochEnd::Stopped { steps } => {
+                if dist.is_root() {
+                    let path = save(trainer, task, config, &digests, out, (epoch, steps), &best)?;
+                    println!(
+                        "stopped by a signal in epoch {} after step {steps} of {}; checkpoint: {}; --resume auto continues",
+                        epoch + 1,
+                        trainer.steps_per_epoch,
+                        path.display()
+                    );
+                }
+                dist.barrier();
+                return Ok(Fitted {
+                    epoch: best.epoch,
+                    chosen_on_dev: select,
+                    train_seconds: started.elapsed().as_secs_f64(),
+                    stopped: true,
+                });
+            }
+        };
         // The development set is scored each epoch only to choose one.
         let dev = match &task.dev {
             Some(split) if select => {
@@ -83,7 +109,7 @@ pub fn fit(
             w.flush();
         }
         if dist.is_root() {
-            save_epoch(trainer, task, config, &digests, out, epoch, &best)?;
+            save(trainer, task, config, &digests, out, (epoch + 1, 0), &best)?;
             let progress = Progress {
                 started,
                 steps_at_start,
@@ -92,6 +118,20 @@ pub fn fit(
         }
         dist.barrier();
         fault_injection::fail_after_epoch(epoch + 1)?;
+        if epoch + 1 < config.epochs && trainer.stop_requested() {
+            if dist.is_root() {
+                println!(
+                    "stopped by a signal after epoch {}; its checkpoint is written; --resume auto continues",
+                    epoch + 1
+                );
+            }
+            return Ok(Fitted {
+                epoch: best.epoch,
+                chosen_on_dev: select,
+                train_seconds: started.elapsed().as_secs_f64(),
+                stopped: true,
+            });
+        }
     }
     if let Some(saved) = &best.weights {
         trainer.restore(saved)?;
@@ -100,11 +140,12 @@ pub fn fit(
         epoch: best.epoch,
         chosen_on_dev: select,
         train_seconds: started.elapsed().as_secs_f64(),
+        stopped: false,
     })
 }
 
 /// Weights, moments and the best epoch so far from the checkpoint in `dir`; returns the
-/// epochs done.
+/// epochs done and the steps done in the next one (a mid-epoch stop).
 fn restore(
     trainer: &mut Trainer,
     dist: &Distributed,
@@ -113,7 +154,7 @@ fn restore(
     digests: &InputDigests,
     dir: &Path,
     best: &mut Best,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let saved = finetune_checkpoint::load(dir)?;
     let state = &saved.state;
     finetune_checkpoint::check_same_run(state, task.name, &task.labels, config, digests, dir)?;
@@ -122,10 +163,14 @@ fn restore(
     best.weights = saved.best.map(|b| b.into_iter().collect::<Vec<_>>());
     best.f1 = saved.state.best_f1.unwrap_or(f64::NEG_INFINITY);
     best.epoch = saved.state.best_epoch;
-    let done = saved.state.epoch;
+    let (done, step_in_epoch) = (saved.state.epoch, saved.state.step_in_epoch);
     if dist.is_root() {
+        let within = match step_in_epoch {
+            0 => String::new(),
+            s => format!(" and step {s} of epoch {}", done + 1),
+        };
         println!(
-            "resume: after epoch {done} of {} from {}",
+            "resume: after epoch {done}{within} of {} from {}",
             config.epochs,
             dir.display()
         );
@@ -133,22 +178,24 @@ fn restore(
             println!("resume: every epoch is done, nothing to train; the chosen epoch is scored and written again");
         }
     }
-    Ok(done)
+    Ok((done, step_in_epoch))
 }
 
-/// The checkpoint after `epoch` (from 0): weights, moments and the best epoch's weights.
-fn save_epoch(
+/// The checkpoint at `(epochs done, steps done in the next)`: weights, moments and the best
+/// epoch's weights.
+fn save(
     trainer: &Trainer,
     task: &TaskData,
     config: &FinetuneConfig,
     digests: &InputDigests,
     out: &Path,
-    epoch: u64,
+    (epochs, step_in_epoch): (u64, u64),
     best: &Best,
-) -> Result<()> {
+) -> Result<PathBuf> {
     let state = FinetuneState {
         task: task.name.to_string(),
-        epoch: epoch + 1,
+        epoch: epochs,
+        step_in_epoch,
         step: trainer.step,
         best_f1: best.f1.is_finite().then_some(best.f1),
         best_epoch: best.epoch,
@@ -162,8 +209,7 @@ fn save_epoch(
         &trainer.snapshot(),
         &trainer.optimizer_state(),
         best.weights.as_deref(),
-    )?;
-    Ok(())
+    )
 }
 
 /// The line after each epoch: its loss, the development F1, time so far and the ETA.

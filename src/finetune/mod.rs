@@ -9,4 +9,5 @@ pub mod fit;
 pub mod ner_data;
 pub mod re_data;
 pub mod task;
+pub mod text_file;
 pub mod trainer;

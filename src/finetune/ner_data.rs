@@ -20,8 +20,7 @@ pub struct TaggedSentence {
 
 /// Reads a NER file. Errors name the file, the line and what was expected.
 pub fn read(path: &Path) -> Result<Vec<TaggedSentence>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
+    let text = crate::finetune::text_file::read(path)?;
     let mut sentences = Vec::new();
     let mut current = TaggedSentence {
         words: Vec::new(),

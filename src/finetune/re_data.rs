@@ -54,8 +54,7 @@ pub fn files(dir: &Path, format: Format) -> (PathBuf, Option<PathBuf>, PathBuf) 
 }
 
 pub fn read(path: &Path, format: Format) -> Result<Vec<Example>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
+    let text = crate::finetune::text_file::read(path)?;
     let mut out = Vec::new();
     let mut lines = text.lines().enumerate().peekable();
     // BioBERT's header, `index<TAB>sentence<TAB>label` (test files) or `sentence<TAB>label`

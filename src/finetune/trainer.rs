@@ -10,13 +10,26 @@ use crate::config::run_config::DistributedConfig;
 use crate::data::rng::{Rng, Stream};
 use crate::finetune::classifier::{Classifier, Head};
 use crate::finetune::ner_data::IGNORED;
+use crate::model::packing::Packing;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::GradientAllReduce;
+use crate::runtime::{fault_injection, stop_signal};
 use crate::train::flat_parameters::FlatParameters;
 use crate::train::optimizer::Optimizer;
 
 /// Batches per length-sorted group (transformers' LengthGroupedSampler uses 50).
 const MEGA_BATCH: usize = 50;
+
+/// How an epoch ended.
+pub enum EpochEnd {
+    /// Its mean training loss over the steps run here.
+    Done { mean_loss: f64 },
+    /// A stop signal, after this many of its steps.
+    Stopped { steps: u64 },
+}
+
+/// A batch on the device: ids, attention mask, targets and the packing (see `collate`).
+type Collated = (Tensor, Option<Tensor>, Tensor, Option<Packing>);
 
 /// One model input and its targets: a label per position (tokens; `IGNORED` where none)
 /// or one label (sequences).
@@ -74,19 +87,25 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// One epoch; returns the mean training loss over its steps.
+    /// One epoch from its step `skip` on (a resumed mid-epoch stop); ends early, after the
+    /// same step on every rank, when a stop signal reached any of them.
     pub fn epoch(
         &mut self,
         inputs: &[Input],
         epoch: u64,
+        skip: u64,
         mut progress: impl FnMut(u64, f64),
-    ) -> Result<f64> {
+    ) -> Result<EpochEnd> {
         let order = epoch_order(inputs, &self.config, epoch);
         let schedule = self
             .config
             .schedule(self.steps_per_epoch * self.config.epochs);
-        let mut total = 0.0;
-        for (s, batch) in order.chunks(self.config.batch_size).enumerate() {
+        let (mut total, mut steps) = (0.0, 0u64);
+        for (s, batch) in order
+            .chunks(self.config.batch_size)
+            .enumerate()
+            .skip(skip as usize)
+        {
             // This rank's share: every world-th sequence of the global batch.
             let mine: Vec<&Input> = batch
                 .iter()
@@ -107,9 +126,27 @@ impl<'a> Trainer<'a> {
             self.optimizer.zero_grad();
             self.step += 1;
             total += loss;
+            steps += 1;
             progress(self.step, loss);
+            fault_injection::stop_at_finetune_step(self.step);
+            // After an epoch's last step the epoch's own checkpoint comes first (`fit`).
+            let last = s as u64 + 1 == self.steps_per_epoch;
+            if !last && self.stop_requested() {
+                return Ok(EpochEnd::Stopped {
+                    steps: s as u64 + 1,
+                });
+            }
         }
-        Ok(total / self.steps_per_epoch.max(1) as f64)
+        Ok(EpochEnd::Done {
+            mean_loss: total / steps.max(1) as f64,
+        })
+    }
+
+    /// Whether any rank was signalled (every rank asks after every step).
+    pub fn stop_requested(&self) -> bool {
+        let mut flag = [f64::from(u8::from(stop_signal::requested()))];
+        self.dist.all_reduce_f64(&mut flag);
+        flag[0] > 0.0
     }
 
     /// Forward and backward of this rank's share, the gradient all-reduce, and the global
@@ -130,8 +167,10 @@ impl<'a> Trainer<'a> {
             ])
             .next_u64();
             tch::manual_seed((seed & i64::MAX as u64) as i64);
-            let (ids, mask, targets) = self.collate(mine);
-            let logits = self.model.logits(&ids, mask.as_ref(), true);
+            let (ids, mask, targets, packing) = self.collate(mine)?;
+            let logits = self
+                .model
+                .logits(&ids, mask.as_ref(), packing.as_ref(), true);
             let sum = cross_entropy_sum(&logits, &targets);
             (&sum / counts[0].max(1.0)).backward();
             loss_sum = sum.detach().to_kind(Kind::Double).view([1]);
@@ -147,9 +186,10 @@ impl<'a> Trainer<'a> {
         Ok((loss_sum[0] / counts[0].max(1.0), read[1]))
     }
 
-    /// The padded batch on the device: ids, the attention mask (None when unpadded) and
-    /// the targets (padding positions IGNORED).
-    fn collate(&self, inputs: &[&Input]) -> (Tensor, Option<Tensor>, Tensor) {
+    /// The padded batch on the device: ids, the attention mask (None when unpadded), the
+    /// targets (padding positions IGNORED), and with `unpad` the packing of a padded batch's
+    /// real tokens.
+    fn collate(&self, inputs: &[&Input]) -> Result<Collated> {
         let width = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(1);
         let b = inputs.len();
         let (mut ids, mut mask) = (vec![self.pad; b * width], vec![0i64; b * width]);
@@ -174,26 +214,40 @@ impl<'a> Trainer<'a> {
         let padded = inputs.iter().any(|i| i.input_ids.len() < width);
         let shape = [b as i64, width as i64];
         let to = |v: &[i64]| Tensor::from_slice(v).to_device(self.device);
-        (
+        let packing = match padded && self.config.unpad {
+            true => {
+                let lengths: Vec<usize> = inputs.iter().map(|i| i.input_ids.len()).collect();
+                Some(
+                    Packing::from_lengths(&lengths, width)
+                        .try_map(|t| Ok(t.to_device(self.device)))?,
+                )
+            }
+            false => None,
+        };
+        Ok((
             to(&ids).view(shape),
             padded.then(|| to(&mask).view(shape)),
             to(&targets),
-        )
+            packing,
+        ))
     }
 
     /// The logits of a chunk of inputs, padded to its longest: [inputs, width, labels]
     /// (tokens) or [inputs, labels] (sequences), on the device.
-    fn chunk_logits(&self, chunk: &[Input]) -> Tensor {
+    fn chunk_logits(&self, chunk: &[Input]) -> Result<Tensor> {
         let refs: Vec<&Input> = chunk.iter().collect();
-        let (ids, mask, _) = self.collate(&refs);
-        tch::no_grad(|| self.model.logits(&ids, mask.as_ref(), false))
+        let (ids, mask, _, packing) = self.collate(&refs)?;
+        Ok(tch::no_grad(|| {
+            self.model
+                .logits(&ids, mask.as_ref(), packing.as_ref(), false)
+        }))
     }
 
     /// Predicted labels: per position (tokens) or one (sequences), for every input.
     pub fn predict(&self, inputs: &[Input]) -> Result<Vec<Vec<usize>>> {
         let mut out = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(self.config.eval_batch_size) {
-            let argmax = self.chunk_logits(chunk).argmax(-1, false);
+            let argmax = self.chunk_logits(chunk)?.argmax(-1, false);
             let flat = Vec::<i64>::try_from(argmax.to_device(Device::Cpu).view([-1]))?;
             let width = flat.len() / chunk.len();
             for (r, input) in chunk.iter().enumerate() {
@@ -231,7 +285,7 @@ impl<'a> Trainer<'a> {
         let mut start = 0i64;
         for chunk in inputs.chunks(self.config.eval_batch_size) {
             let logits = self
-                .chunk_logits(chunk)
+                .chunk_logits(chunk)?
                 .to_kind(Kind::Float)
                 .to_device(Device::Cpu);
             let labels = *logits.size().last().expect("logits have a label dimension");

@@ -59,6 +59,13 @@ impl LoadReport {
             })
             .cloned()
             .collect();
+        if !encoder.is_empty() && self.unexpected.is_empty() {
+            bail!(
+                "{source}: {} of the model's embedding and encoder tensors are not in the checkpoint ({}), and it holds no other names: an incomplete or cut checkpoint",
+                encoder.len(),
+                short_list(&encoder, 3)
+            );
+        }
         if !encoder.is_empty() {
             bail!(
                 "{source}: {} of the model's embedding and encoder tensors are not in the checkpoint ({}); its names are {}: not a BERT checkpoint, or one with a prefix this reader does not know",

@@ -1,6 +1,6 @@
 //! Faults the tests inject through the environment, in one place so that none is left
-//! behind unnoticed: a rank failing at a step, a fine-tuning run failing after an epoch, and
-//! a data loader that hangs. Unset, each does nothing.
+//! behind unnoticed: a rank failing at a step, a fine-tuning run failing after an epoch or
+//! stopped as by a signal at a step, and a data loader that hangs. Unset, each does nothing.
 
 use anyhow::{bail, Result};
 
@@ -28,4 +28,12 @@ pub fn fail_after_epoch(epoch: u64) -> Result<()> {
 /// (zero based), so that a stop signal reaches a run whose loader is busy.
 pub fn loader_stall_step() -> Option<u64> {
     std::env::var("BIOBERT_LOADER_STALL_AT").ok()?.parse().ok()
+}
+
+/// `BIOBERT_STOP_AT_FINETUNE_STEP=N` raises the stop flag after fine-tuning's optimizer step
+/// N, as SIGTERM would there: a deterministic pre-emption.
+pub fn stop_at_finetune_step(step: u64) {
+    if std::env::var("BIOBERT_STOP_AT_FINETUNE_STEP").is_ok_and(|v| v == step.to_string()) {
+        crate::runtime::stop_signal::request();
+    }
 }

@@ -8,6 +8,7 @@ pub mod fault_injection;
 pub mod pinned_memory;
 pub mod profiler;
 pub mod shim_message;
+pub mod stop_signal;
 pub mod thread_budget;
 pub mod torch_location;
 pub mod torch_runtime;

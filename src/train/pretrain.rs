@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,7 +28,7 @@ use crate::model::hf_checkpoint;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::GradientAllReduce;
 use crate::parallel::run_agreement;
-use crate::runtime::{fault_injection, profiler};
+use crate::runtime::{fault_injection, profiler, stop_signal};
 use crate::train::checkpoint::{self, TrainerState};
 use crate::train::flat_parameters::FlatParameters;
 use crate::train::logger::{self, Logger, StepMetrics};
@@ -38,22 +37,6 @@ use crate::train::step_readback::{InFlight, StepReadback};
 
 /// The loader's channel of each step's micro-batches.
 type Batches = crossbeam_channel::Receiver<Result<Vec<TensorBatch>>>;
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// SIGTERM (pre-emption) and SIGINT finish the current step, save, and exit 0.
-fn install_signal_handlers() {
-    let handler = on_signal as extern "C" fn(libc::c_int);
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-    }
-}
 
 pub struct Run {
     pub config: RunConfig,
@@ -122,7 +105,7 @@ pub fn train(
     }
     let start_step = trainer.step;
     let (batches, mut heldout) = trainer.start_data()?;
-    install_signal_handlers();
+    stop_signal::install();
     trainer.open_logger()?;
     while trainer.step < config.train.max_steps {
         let micro_batches = match batches.try_recv() {
@@ -479,7 +462,7 @@ impl<'a> Trainer<'a> {
     /// read first, so that no checkpoint follows a step that `train.on_nan = stop` refuses.
     fn checkpoint_or_stop(&mut self, heldout: &mut Sampler) -> Result<bool> {
         let c = &self.run.config;
-        let mut flags = [f64::from(u8::from(STOP.load(Ordering::SeqCst)))];
+        let mut flags = [f64::from(u8::from(stop_signal::requested()))];
         self.dist.all_reduce_f64(&mut flags);
         let stop = flags[0] > 0.0;
         let step = self.step;
@@ -553,7 +536,7 @@ fn next_batches(batches: &Batches, dist: &Distributed) -> Result<Option<Vec<Tens
         match batches.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(batch) => return batch.map(Some),
             Err(RecvTimeoutError::Disconnected) => bail!("the data loader stopped"),
-            Err(RecvTimeoutError::Timeout) if STOP.load(Ordering::SeqCst) => {
+            Err(RecvTimeoutError::Timeout) if stop_signal::requested() => {
                 if dist.size == 1 {
                     return Ok(None);
                 }
