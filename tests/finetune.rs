@@ -335,6 +335,35 @@ fn bad_input_names_the_line_and_leaves_nothing() {
         "{}",
         stderr(&result)
     );
+    // A tsv relation set whose labels are not 0 and 1 (a shifted column here) is refused
+    // unless --any-labels says it is meant.
+    std::fs::write(
+        re.join("train.tsv"),
+        "@GENE$ causes @DISEASE$ .\tcauses\n@GENE$ and @DISEASE$ .\tnone\n",
+    )
+    .unwrap();
+    std::fs::write(
+        re.join("test.tsv"),
+        "index\tsentence\tlabel\n0\t@GENE$ causes @DISEASE$ .\tcauses\n",
+    )
+    .unwrap();
+    let re_out = tmp.path().join("re-out");
+    let result = finetune("re", &re, &re_out, &["--set", "epochs=1"])
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    assert!(
+        stderr(&result).contains("the labels are causes, none, expected 0 and 1"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!re_out.exists());
+    run_ok(&mut finetune(
+        "re",
+        &re,
+        &re_out,
+        &["--set", "epochs=1", "--any-labels"],
+    ));
     // Each message says what is wrong: a missing file, a limit of 0, an unknown key.
     let fresh = tmp.path().join("fresh");
     std::fs::remove_file(data.join("test.tsv")).unwrap();

@@ -50,6 +50,10 @@ pub enum Task {
         /// The data layout; detected from the folder when not given.
         #[arg(long, value_enum)]
         format: Option<Format>,
+        /// Accept a training label set other than BioBERT's binary 0 and 1 in the tsv layout
+        /// (a multi-class set of one's own).
+        #[arg(long)]
+        any_labels: bool,
     },
 }
 
@@ -94,14 +98,14 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             let config = load_config(common, NER_DEFAULTS)?;
             run_task(dist, common, &config, TaskData::ner(common, &config)?)
         }
-        Task::Re { common, format } => {
+        Task::Re {
+            common,
+            format,
+            any_labels,
+        } => {
             let config = load_config(common, RE_DEFAULTS)?;
-            run_task(
-                dist,
-                common,
-                &config,
-                TaskData::re(common, &config, *format)?,
-            )
+            let task = TaskData::re(common, &config, *format, *any_labels)?;
+            run_task(dist, common, &config, task)
         }
     })
 }
@@ -177,6 +181,7 @@ impl TaskData {
         common: &CommonArgs,
         config: &FinetuneConfig,
         format: Option<Format>,
+        any_labels: bool,
     ) -> Result<TaskData> {
         let model = model_folder(&common.model)?;
         let tokenizer = tokenizer(&model)?;
@@ -192,6 +197,9 @@ impl TaskData {
             "--limit-train",
         )?;
         let labels = re_data::label_set(&train);
+        if format == Format::Tsv && !any_labels {
+            re_data::check_binary(&labels, &train_path)?;
+        }
         let special = |t: &str| special_id(&tokenizer, t, &model);
         let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
         // [CLS] pieces [SEP], the pieces cut to fit (as BioBERT's scripts truncate).

@@ -158,6 +158,22 @@ pub fn label_set(train: &[Example]) -> Vec<String> {
     labels
 }
 
+/// BioBERT's RE sets in the tsv layout (GAD, EU-ADR) are binary, 0 and 1: another label
+/// set there is a stray header, a shifted column or another task's file, refused unless
+/// asked for (`--any-labels`).
+pub fn check_binary(labels: &[String], path: &Path) -> Result<()> {
+    if labels.iter().all(|l| l == "0" || l == "1") {
+        return Ok(());
+    }
+    let shown: Vec<&str> = labels.iter().take(6).map(String::as_str).collect();
+    bail!(
+        "{}: the labels are {}{}, expected 0 and 1 (BioBERT's binary relation sets); --any-labels trains on them as they are",
+        path.display(),
+        shown.join(", "),
+        if labels.len() > 6 { ", ..." } else { "" }
+    )
+}
+
 /// The positive class of a binary task whose labels are 0 and 1.
 pub fn positive_label(labels: &[String]) -> Option<usize> {
     (labels == ["0", "1"]).then_some(1)

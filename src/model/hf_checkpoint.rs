@@ -250,6 +250,30 @@ pub fn write_weights(vs: &VarStore, path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A checkpoint that lacks encoder tensors is refused; the message says whether it
+    /// holds other names (another model) or none (cut short).
+    #[test]
+    fn missing_encoder_tensors_are_named_with_what_is_there() {
+        let report = |unexpected: &[&str]| LoadReport {
+            loaded: 10,
+            missing: vec!["bert.encoder.layer.1.output.dense.weight".into()],
+            unexpected: unexpected.iter().map(|s| s.to_string()).collect(),
+        };
+        let err = report(&[])
+            .require_encoder("m.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("it holds no other names: an incomplete or cut checkpoint"),
+            "{err}"
+        );
+        let err = report(&["model.layers.0.weight"])
+            .require_encoder("m.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("its names are model.layers.0.weight"), "{err}");
+    }
+
     #[test]
     fn wrapper_prefixes_are_stripped() {
         let c = |n: &str| canonical_name(n).unwrap();
