@@ -54,6 +54,10 @@ as_root() {
 install_apt_packages() {
   local missing=() wanted=("${APT_PACKAGES[@]}")
   if [ "${BIOBERT_TEST_SLURM:-0}" = 1 ]; then wanted+=("${SLURM_PACKAGES[@]}"); fi
+  # BioASQ's official evaluator (a Java jar) checks our question-answering scores.
+  if [ "${BIOBERT_TEST_REFERENCE:-0}" = 1 ] && ! command -v java >/dev/null 2>&1; then
+    wanted+=(default-jre-headless)
+  fi
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done

@@ -1,6 +1,7 @@
 //! Fine-tuning on BioBERT's downstream benchmarks: NER (token classification) and relation
 //! extraction (sentence classification), with the metrics BioBERT reports.
 
+pub mod bioasq;
 pub mod class_metrics;
 pub mod classifier;
 pub mod entity_metrics;
