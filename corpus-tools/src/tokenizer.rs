@@ -120,6 +120,20 @@ impl WordPieceTokenizer {
         }
     }
 
+    /// Google's BasicTokenizer's tokens of `text` (see `BertWordPiece::basic_tokens`);
+    /// only for a `vocab.txt` tokenizer.
+    pub fn basic_tokens(&self, text: &str) -> Result<Vec<String>> {
+        match &self.engine {
+            Engine::Bert(bert) => {
+                Ok(SCRATCH.with(|scratch| bert.basic_tokens(text, &mut scratch.borrow_mut())))
+            }
+            Engine::Json(_) => bail!(
+                "{}: a tokenizer.json has no BERT basic tokenizer; question answering needs a vocab.txt",
+                self.path.display()
+            ),
+        }
+    }
+
     pub fn token(&self, id: u32) -> Option<&str> {
         self.vocab.get(id as usize).map(String::as_str)
     }

@@ -75,6 +75,31 @@ impl BertWordPiece {
         }
     }
 
+    /// Google's BasicTokenizer: the text normalised as `encode` does (lower case and
+    /// accents stripped when uncased), split at whitespace and around punctuation, before
+    /// any word pieces. Question answering aligns its answers' text through it.
+    pub fn basic_tokens(&self, text: &str, scratch: &mut Scratch) -> Vec<String> {
+        self.normalize(text, scratch);
+        let mut out = Vec::new();
+        let mut word = String::new();
+        for c in scratch.normalized.chars() {
+            if c.is_whitespace() || is_bert_punctuation(c) {
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+                if !c.is_whitespace() {
+                    out.push(c.to_string());
+                }
+            } else {
+                word.push(c);
+            }
+        }
+        if !word.is_empty() {
+            out.push(word);
+        }
+        out
+    }
+
     /// BertNormalizer: drop control characters, whitespace to spaces, spaces around CJK
     /// ideographs, then (uncased) NFD without non-spacing marks and lower case.
     fn normalize(&self, text: &str, scratch: &mut Scratch) {

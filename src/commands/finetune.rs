@@ -14,6 +14,7 @@ use corpus_tools::tokenizer::WordPieceTokenizer;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use crate::commands::finetune_qa::{self, QaSettings};
 use crate::config::finetune_config::FinetuneConfig;
 use crate::finetune::classifier::{self, Classifier, Head};
 use crate::finetune::finetune_checkpoint;
@@ -32,6 +33,7 @@ use crate::runtime::device_selection;
 
 const NER_DEFAULTS: &str = include_str!("../../configs/finetune_ner.toml");
 const RE_DEFAULTS: &str = include_str!("../../configs/finetune_re.toml");
+const QA_DEFAULTS: &str = include_str!("../../configs/finetune_qa.toml");
 
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
@@ -42,11 +44,20 @@ pub struct FinetuneArgs {
 #[derive(Debug, Subcommand)]
 pub enum Task {
     /// Token classification on BioBERT's NER layout (train.tsv, devel.tsv, test.tsv).
-    Ner(CommonArgs),
+    Ner {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The benchmark set's folder.
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Sentence classification on BioBERT's RE layout (tsv) or JSON lines (ChemProt).
     Re {
         #[command(flatten)]
         common: CommonArgs,
+        /// The benchmark set's folder.
+        #[arg(long)]
+        data: PathBuf,
         /// The data layout; detected from the folder when not given.
         #[arg(long, value_enum)]
         format: Option<Format>,
@@ -54,6 +65,21 @@ pub enum Task {
         /// (a multi-class set of one's own).
         #[arg(long)]
         any_labels: bool,
+    },
+    /// Extractive question answering on SQuAD v1.1 files (BioASQ factoid as BioBERT runs it).
+    Qa {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The training file (SQuAD v1.1 JSON, an answer per question).
+        #[arg(long)]
+        train: PathBuf,
+        /// The test files (SQuAD v1.1 JSON; answers not needed).
+        #[arg(long, num_args = 1.., required = true)]
+        test: Vec<PathBuf>,
+        /// BioASQ golden files, one per test file in the same order: their factoid scores go
+        /// into metrics.json.
+        #[arg(long, num_args = 1..)]
+        golden: Vec<PathBuf>,
     },
 }
 
@@ -63,9 +89,6 @@ pub struct CommonArgs {
     /// Hugging Face folder, or a Google TensorFlow checkpoint folder.
     #[arg(long)]
     pub model: PathBuf,
-    /// The benchmark set's folder.
-    #[arg(long)]
-    pub data: PathBuf,
     /// A new or empty folder for the metrics, predictions and model.
     #[arg(long)]
     pub out: PathBuf,
@@ -94,17 +117,36 @@ pub struct CommonArgs {
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
     Distributed::run_job(|dist| match &args.task {
-        Task::Ner(common) => {
+        Task::Ner { common, data } => {
             let config = load_config(common, NER_DEFAULTS)?;
-            run_task(dist, common, &config, TaskData::ner(common, &config)?)
+            run_task(dist, common, &config, TaskData::ner(common, data, &config)?)
         }
         Task::Re {
             common,
+            data,
             format,
             any_labels,
         } => {
             let config = load_config(common, RE_DEFAULTS)?;
-            let task = TaskData::re(common, &config, *format, *any_labels)?;
+            let task = TaskData::re(common, data, &config, *format, *any_labels)?;
+            run_task(dist, common, &config, task)
+        }
+        Task::Qa {
+            common,
+            train,
+            test,
+            golden,
+        } => {
+            let config = load_config(common, QA_DEFAULTS)?;
+            let model = model_folder(&common.model)?;
+            let tokenizer = tokenizer(&model)?;
+            let settings = QaSettings::new(&config)?;
+            let limits = (
+                check_limit(common.limit_train, "--limit-train")?,
+                check_limit(common.limit_eval, "--limit-eval")?,
+            );
+            let files = (train.as_path(), test.as_slice(), golden.as_slice());
+            let task = finetune_qa::task(&model, &tokenizer, &settings, files, limits)?;
             run_task(dist, common, &config, task)
         }
     })
@@ -125,20 +167,25 @@ fn model_folder(model: &Path) -> Result<PathBuf> {
 /// The first `n` of `v` (`--limit-train`, `--limit-eval`: `flag`); 0 is refused, since it
 /// would train or score on nothing.
 fn limit<T>(mut v: Vec<T>, n: Option<usize>, flag: &str) -> Result<Vec<T>> {
-    match n {
-        Some(0) => bail!("{flag} 0: expected at least 1 (it keeps the first N sequences)"),
-        Some(n) => v.truncate(n),
-        None => {}
+    if let Some(n) = check_limit(n, flag)? {
+        v.truncate(n);
     }
     Ok(v)
 }
 
+fn check_limit(n: Option<usize>, flag: &str) -> Result<Option<usize>> {
+    if n == Some(0) {
+        bail!("{flag} 0: expected at least 1 (it keeps the first N sequences)");
+    }
+    Ok(n)
+}
+
 impl TaskData {
-    fn ner(common: &CommonArgs, config: &FinetuneConfig) -> Result<TaskData> {
+    fn ner(common: &CommonArgs, data: &Path, config: &FinetuneConfig) -> Result<TaskData> {
         let model = model_folder(&common.model)?;
         let tokenizer = tokenizer(&model)?;
         let max_len = config.max_seq_len;
-        let path = |n: &str| common.data.join(n);
+        let path = |n: &str| data.join(n);
         let train = limit(
             ner_data::read(&path("train.tsv"))?,
             common.limit_train,
@@ -170,6 +217,7 @@ impl TaskData {
             head: Head::Token,
             name: "ner",
             test: split(path("test.tsv"))?,
+            more_tests: Vec::new(),
             dev,
             train: train_inputs,
             labels,
@@ -179,6 +227,7 @@ impl TaskData {
 
     fn re(
         common: &CommonArgs,
+        data: &Path,
         config: &FinetuneConfig,
         format: Option<Format>,
         any_labels: bool,
@@ -188,9 +237,9 @@ impl TaskData {
         let max_len = config.max_seq_len;
         let format = match format {
             Some(f) => f,
-            None => re_data::detect(&common.data)?,
+            None => re_data::detect(data)?,
         };
-        let (train_path, dev_path, test_path) = re_data::files(&common.data, format);
+        let (train_path, dev_path, test_path) = re_data::files(data, format);
         let train = limit(
             re_data::read(&train_path, format)?,
             common.limit_train,
@@ -209,6 +258,7 @@ impl TaskData {
                 .zip(gold)
                 .map(|(e, &g)| {
                     Ok(Input {
+                        token_type_ids: Vec::new(),
                         input_ids: encode(&tokenizer, &e.text, max_len, cls, sep)?,
                         targets: vec![g as i64],
                     })
@@ -235,6 +285,7 @@ impl TaskData {
             train: encode(&train, &train_gold)?,
             dev: dev_path.map(split).transpose()?,
             test: split(test_path)?,
+            more_tests: Vec::new(),
             positive: re_data::positive_label(&labels),
             labels,
         })
@@ -243,6 +294,7 @@ impl TaskData {
 
 fn window_input(w: &Window) -> Input {
     Input {
+        token_type_ids: Vec::new(),
         input_ids: w.input_ids.clone(),
         targets: w.labels.clone(),
     }
@@ -400,6 +452,83 @@ fn load_trainer<'a>(
     Ok((trainer, bert_config))
 }
 
+/// The Hugging Face folder of the fine-tuned model: `OUT/model`.
+fn write_model_folder(
+    out: &Path,
+    trainer: &Trainer,
+    task: &TaskData,
+    model_dir: &Path,
+    bert_config: &BertConfig,
+) -> Result<()> {
+    let model_out = out.join("model");
+    std::fs::create_dir_all(&model_out)?;
+    classifier::write_hf_classifier(
+        &model_out,
+        &trainer.vs,
+        bert_config,
+        task.head,
+        &task.labels,
+    )?;
+    let lowercase = lowercase_setting(model_dir).unwrap_or(true);
+    write_tokenizer_files(
+        &model_out,
+        &model_dir.join("vocab.txt"),
+        lowercase,
+        bert_config,
+    )
+}
+
+/// Question answering's outputs: per test file the n-best and BioASQ files (and scores
+/// with a golden file), the model folder, metrics.json and the configuration that ran.
+fn write_qa_outputs(
+    common: &CommonArgs,
+    trainer: &Trainer,
+    task: &TaskData,
+    config: &FinetuneConfig,
+    model_dir: &Path,
+    bert_config: &BertConfig,
+    fitted: &Fitted,
+) -> Result<()> {
+    let out = common.out.as_path();
+    let tokenizer = tokenizer(model_dir)?;
+    let settings = QaSettings::new(config)?;
+    let tests = finetune_qa::write_predictions(out, trainer, task, &tokenizer, &settings)?;
+    if common.save_logits {
+        let path = out.join("logits_test.safetensors");
+        Tensor::write_safetensors(&trainer.logits(&task.test.inputs)?, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    write_model_folder(out, trainer, task, model_dir, bert_config)?;
+    let metrics = serde_json::json!({
+        "task": task.name,
+        "model": model_dir.display().to_string(),
+        "epochs": config.epochs,
+        "selected_epoch": fitted.epoch,
+        "selection": "last epoch",
+        "train_seconds": fitted.train_seconds,
+        "test": tests,
+    });
+    write_json(&out.join("metrics.json"), &metrics)?;
+    std::fs::write(out.join("config.toml"), toml::to_string(config)?)?;
+    let _ = std::fs::remove_dir_all(out.join("checkpoints"));
+    match tests["mean"].as_object() {
+        Some(mean) => println!(
+            "test: BioASQ factoid over {} batch(es): strict {:.4}, lenient {:.4}, MRR {:.4}; predictions, metrics and the model ({}) in {}",
+            mean["files"], mean["strict_accuracy"].as_f64().unwrap_or(0.0),
+            mean["lenient_accuracy"].as_f64().unwrap_or(0.0),
+            mean["mrr"].as_f64().unwrap_or(0.0),
+            task.head.architecture(),
+            out.display()
+        ),
+        None => println!(
+            "test: predictions (no --golden, so no scores), metrics and the model ({}) in {}",
+            task.head.architecture(),
+            out.display()
+        ),
+    }
+    Ok(())
+}
+
 /// metrics.json, the predictions, the optional logits, the Hugging Face folder and the
 /// configuration that ran; the epoch checkpoints go.
 fn write_outputs(
@@ -413,6 +542,17 @@ fn write_outputs(
 ) -> Result<()> {
     let (best_epoch, select) = (fitted.epoch, fitted.chosen_on_dev);
     let out = common.out.as_path();
+    if task.head == Head::Span {
+        return write_qa_outputs(
+            common,
+            trainer,
+            task,
+            config,
+            model_dir,
+            bert_config,
+            fitted,
+        );
+    }
     let write = |name: &str, lines: &[String]| -> Result<()> {
         let mut text = lines.join("\n");
         text.push('\n');
@@ -434,22 +574,7 @@ fn write_outputs(
         Tensor::write_safetensors(&trainer.logits(&task.test.inputs)?, &path)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    let model_out = out.join("model");
-    std::fs::create_dir_all(&model_out)?;
-    classifier::write_hf_classifier(
-        &model_out,
-        &trainer.vs,
-        bert_config,
-        task.head,
-        &task.labels,
-    )?;
-    let lowercase = lowercase_setting(model_dir).unwrap_or(true);
-    write_tokenizer_files(
-        &model_out,
-        &model_dir.join("vocab.txt"),
-        lowercase,
-        bert_config,
-    )?;
+    write_model_folder(out, trainer, task, model_dir, bert_config)?;
     let metrics = serde_json::json!({
         "task": task.name,
         "model": model_dir.display().to_string(),

@@ -7,4 +7,5 @@ pub mod doctor;
 pub mod embed;
 pub mod export;
 pub mod finetune;
+pub mod finetune_qa;
 pub mod pretrain;

@@ -39,6 +39,17 @@ pub struct FinetuneConfig {
     /// computed, and no batch's content changes.
     #[serde(default)]
     pub unpad: bool,
+    /// Question answering (`finetune qa`): question pieces kept, the step between context
+    /// windows, answers per paragraph, and the longest answer in pieces (Google's
+    /// run_squad.py: 64, 128, 20, 30). Absent for the other tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_query_len: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_stride: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_best: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_answer_len: Option<usize>,
     /// "auto" (bf16 products on GPUs, fp32 on CPUs), "fp32" or "bf16".
     pub precision: Precision,
     /// "auto", "cuda" or "cpu", as in pretraining.
@@ -70,6 +81,17 @@ impl TomlConfig for FinetuneConfig {
         ];
         for (key, n, least) in counts {
             within(key, n as f64, n >= least, &format!("at least {least}"))?;
+        }
+        let qa = [
+            ("max_query_len", self.max_query_len),
+            ("doc_stride", self.doc_stride),
+            ("n_best", self.n_best),
+            ("max_answer_len", self.max_answer_len),
+        ];
+        for (key, n) in qa {
+            if let Some(n) = n {
+                within(key, n as f64, n >= 1, "at least 1")?;
+            }
         }
         let lr = self.learning_rate;
         within("learning_rate", lr, lr > 0.0, "above 0")?;

@@ -1,6 +1,7 @@
 //! BERT with a classification head: `BertForTokenClassification` (a label per token, from
-//! the last hidden states) or `BertForSequenceClassification` (a label per sequence, from
-//! the pooled [CLS]), with Hugging Face's parameter names (`bert.*`, `classifier.*`), so a
+//! the last hidden states), `BertForSequenceClassification` (a label per sequence, from
+//! the pooled [CLS]) or `BertForQuestionAnswering` (a start and an end logit per token),
+//! with Hugging Face's parameter names (`bert.*`, `classifier.*`, `qa_outputs.*`), so a
 //! saved folder loads with `from_pretrained` and gives the same logits.
 
 use std::path::Path;
@@ -17,6 +18,8 @@ use crate::model::packing::Packing;
 pub enum Head {
     Token,
     Sequence,
+    /// Extractive question answering: two outputs per token, the start and end logits.
+    Span,
 }
 
 impl Head {
@@ -24,7 +27,21 @@ impl Head {
         match self {
             Head::Token => "BertForTokenClassification",
             Head::Sequence => "BertForSequenceClassification",
+            Head::Span => "BertForQuestionAnswering",
         }
+    }
+
+    /// The head's name in Hugging Face's folders.
+    fn name(self) -> &'static str {
+        match self {
+            Head::Span => "qa_outputs",
+            _ => "classifier",
+        }
+    }
+
+    /// Whether its logits are per token (the last hidden states) rather than per sequence.
+    pub fn per_token(self) -> bool {
+        self != Head::Sequence
     }
 }
 
@@ -42,7 +59,7 @@ impl Classifier {
     pub fn new(root: &nn::Path, config: &BertConfig, head: Head, labels: usize) -> Classifier {
         let bert = Bert::new(root, config);
         let classifier = nn::linear(
-            root / "classifier",
+            root / head.name(),
             config.hidden_size,
             labels as i64,
             nn::LinearConfig {
@@ -68,15 +85,23 @@ impl Classifier {
     pub fn logits(
         &self,
         input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
         attention_mask: Option<&Tensor>,
         packing: Option<&Packing>,
         train: bool,
     ) -> Tensor {
-        let token_type_ids = input_ids.zeros_like();
+        let zeros;
+        let token_type_ids = match token_type_ids {
+            Some(t) => t,
+            None => {
+                zeros = input_ids.zeros_like();
+                &zeros
+            }
+        };
         let encoded = self.bert.encode(
             &Batch {
                 input_ids,
-                token_type_ids: &token_type_ids,
+                token_type_ids,
                 attention_mask: if packing.is_some() {
                     None
                 } else {
@@ -88,14 +113,20 @@ impl Classifier {
             false,
         );
         let features = match self.head {
-            Head::Token => encoded.sequence,
+            Head::Token | Head::Span => encoded.sequence,
             Head::Sequence => encoded.pooled,
+        };
+        // Hugging Face's question-answering head has no dropout before it.
+        let dropout = if self.head == Head::Span {
+            0.0
+        } else {
+            self.dropout
         };
         let logits = self
             .classifier
-            .forward(&features.to_kind(Kind::Float).dropout(self.dropout, train));
-        match (self.head, packing) {
-            (Head::Token, Some(packing)) => packing.pad(&logits),
+            .forward(&features.to_kind(Kind::Float).dropout(dropout, train));
+        match (self.head.per_token(), packing) {
+            (true, Some(packing)) => packing.pad(&logits),
             _ => logits,
         }
     }
@@ -108,8 +139,8 @@ pub fn exported_variables(vs: &nn::VarStore, head: Head) -> Vec<(String, Tensor)
         .variables()
         .into_iter()
         .filter(|(name, _)| {
-            (name.starts_with("bert.") || name.starts_with("classifier."))
-                && !(head == Head::Token && name.starts_with("bert.pooler."))
+            (name.starts_with("bert.") || name.starts_with(&format!("{}.", head.name())))
+                && !(head.per_token() && name.starts_with("bert.pooler."))
         })
         .map(|(name, t)| (name, t.to_device(Device::Cpu).to_kind(Kind::Float)))
         .collect();
@@ -177,7 +208,7 @@ mod tests {
         }
         let mask = Tensor::from_slice(&mask).view([3, width as i64]);
         let packing = Packing::from_lengths(&lengths, width);
-        for head in [Head::Token, Head::Sequence] {
+        for head in [Head::Token, Head::Sequence, Head::Span] {
             let (vs, model) = tiny(head);
             let run = |packing: Option<&Packing>| {
                 vs.variables().values().for_each(|v| {
@@ -186,9 +217,9 @@ mod tests {
                         let _ = g.zero_();
                     }
                 });
-                let logits = model.logits(&ids, Some(&mask), packing, false);
+                let logits = model.logits(&ids, None, Some(&mask), packing, false);
                 let weight = match head {
-                    Head::Token => mask.unsqueeze(-1).to_kind(Kind::Float),
+                    Head::Token | Head::Span => mask.unsqueeze(-1).to_kind(Kind::Float),
                     Head::Sequence => logits.ones_like(),
                 };
                 (&logits * &weight).square().sum(Kind::Float).backward();

@@ -9,6 +9,8 @@ pub mod finetune_checkpoint;
 pub mod fit;
 pub mod ner_data;
 pub mod re_data;
+pub mod squad_data;
+pub mod squad_nbest;
 pub mod task;
 pub mod text_file;
 pub mod trainer;

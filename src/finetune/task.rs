@@ -21,6 +21,8 @@ pub struct TaskData {
     pub train: Vec<Input>,
     pub dev: Option<Split>,
     pub test: Split,
+    /// Question answering's further test files (BioASQ's batches), scored as `test` is.
+    pub more_tests: Vec<Split>,
     /// The positive class of a binary RE task.
     pub positive: Option<usize>,
 }
@@ -39,6 +41,13 @@ pub enum Records {
     },
     Re {
         gold: Vec<usize>,
+    },
+    /// Question answering: the questions, their windows (one input each) and the BioASQ
+    /// golden file that scores them, if given.
+    Qa {
+        examples: Vec<crate::finetune::squad_data::SquadExample>,
+        windows: Vec<crate::finetune::squad_data::Window>,
+        golden: Option<crate::finetune::bioasq::Golden>,
     },
 }
 
@@ -75,6 +84,9 @@ pub fn evaluate(
     labels: &[String],
     positive: Option<usize>,
 ) -> Result<(serde_json::Value, f64, Vec<String>)> {
+    if let Records::Qa { .. } = split.records {
+        anyhow::bail!("question answering is scored by commands::finetune_qa, not here");
+    }
     let predicted = trainer.predict(&split.inputs)?;
     match &split.records {
         Records::Ner { sentences, windows } => {
@@ -98,6 +110,7 @@ pub fn evaluate(
             );
             Ok((serde_json::to_value(scores)?, f1, lines))
         }
+        Records::Qa { .. } => unreachable!("answered above"),
     }
 }
 

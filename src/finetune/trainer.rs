@@ -28,14 +28,36 @@ pub enum EpochEnd {
     Stopped { steps: u64 },
 }
 
-/// A batch on the device: ids, attention mask, targets and the packing (see `collate`).
-type Collated = (Tensor, Option<Tensor>, Tensor, Option<Packing>);
+/// A batch on the device (see `collate`).
+struct Collated {
+    ids: Tensor,
+    /// The segments, when any input has a second one.
+    segments: Option<Tensor>,
+    /// 1 at real positions, 0 at padding; None without padding.
+    mask: Option<Tensor>,
+    targets: Tensor,
+    packing: Option<Packing>,
+}
 
-/// One model input and its targets: a label per position (tokens; `IGNORED` where none)
-/// or one label (sequences).
+impl Collated {
+    fn logits(&self, model: &Classifier, train: bool) -> Tensor {
+        model.logits(
+            &self.ids,
+            self.segments.as_ref(),
+            self.mask.as_ref(),
+            self.packing.as_ref(),
+            train,
+        )
+    }
+}
+
+/// One model input and its targets: a label per position (tokens; `IGNORED` where none),
+/// one label (sequences), or the answer's first and last positions (spans).
 #[derive(Debug, Clone)]
 pub struct Input {
     pub input_ids: Vec<i64>,
+    /// BERT's segment of each position (empty: all 0, one segment).
+    pub token_type_ids: Vec<i64>,
     pub targets: Vec<i64>,
 }
 
@@ -167,11 +189,12 @@ impl<'a> Trainer<'a> {
             ])
             .next_u64();
             tch::manual_seed((seed & i64::MAX as u64) as i64);
-            let (ids, mask, targets, packing) = self.collate(mine)?;
-            let logits = self
-                .model
-                .logits(&ids, mask.as_ref(), packing.as_ref(), true);
-            let sum = cross_entropy_sum(&logits, &targets);
+            let batch = self.collate(mine)?;
+            let logits = batch.logits(&self.model, true);
+            let sum = match self.model.head {
+                Head::Span => span_loss_sum(&logits, &batch.targets, batch.mask.as_ref()),
+                _ => cross_entropy_sum(&logits, &batch.targets),
+            };
             (&sum / counts[0].max(1.0)).backward();
             loss_sum = sum.detach().to_kind(Kind::Double).view([1]);
         }
@@ -186,18 +209,20 @@ impl<'a> Trainer<'a> {
         Ok((loss_sum[0] / counts[0].max(1.0), read[1]))
     }
 
-    /// The padded batch on the device: ids, the attention mask (None when unpadded), the
-    /// targets (padding positions IGNORED), and with `unpad` the packing of a padded batch's
-    /// real tokens.
+    /// The padded batch on the device: ids, segments, the attention mask (None when
+    /// unpadded), the targets (per position with padding IGNORED, per sequence, or each
+    /// sequence's start and end), and with `unpad` the packing of a padded batch's real
+    /// tokens.
     fn collate(&self, inputs: &[&Input]) -> Result<Collated> {
         let width = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(1);
         let b = inputs.len();
         let (mut ids, mut mask) = (vec![self.pad; b * width], vec![0i64; b * width]);
+        let mut segments = vec![0i64; b * width];
         let tokens = self.model.head == Head::Token;
-        let mut targets = if tokens {
-            vec![IGNORED; b * width]
-        } else {
-            vec![0; b]
+        let mut targets = match self.model.head {
+            Head::Token => vec![IGNORED; b * width],
+            Head::Sequence => vec![0; b],
+            Head::Span => Vec::with_capacity(2 * b),
         };
         for (r, input) in inputs.iter().enumerate() {
             for (j, &id) in input.input_ids.iter().enumerate() {
@@ -207,10 +232,15 @@ impl<'a> Trainer<'a> {
                     targets[r * width + j] = input.targets[j];
                 }
             }
-            if !tokens {
-                targets[r] = input.targets[0];
+            segments[r * width..r * width + input.token_type_ids.len()]
+                .copy_from_slice(&input.token_type_ids);
+            match self.model.head {
+                Head::Sequence => targets[r] = input.targets[0],
+                Head::Span => targets.extend_from_slice(&input.targets[..2]),
+                Head::Token => {}
             }
         }
+        let two_segments = inputs.iter().any(|i| !i.token_type_ids.is_empty());
         let padded = inputs.iter().any(|i| i.input_ids.len() < width);
         let shape = [b as i64, width as i64];
         let to = |v: &[i64]| Tensor::from_slice(v).to_device(self.device);
@@ -224,23 +254,21 @@ impl<'a> Trainer<'a> {
             }
             false => None,
         };
-        Ok((
-            to(&ids).view(shape),
-            padded.then(|| to(&mask).view(shape)),
-            to(&targets),
+        Ok(Collated {
+            ids: to(&ids).view(shape),
+            segments: two_segments.then(|| to(&segments).view(shape)),
+            mask: padded.then(|| to(&mask).view(shape)),
+            targets: to(&targets),
             packing,
-        ))
+        })
     }
 
     /// The logits of a chunk of inputs, padded to its longest: [inputs, width, labels]
     /// (tokens) or [inputs, labels] (sequences), on the device.
     fn chunk_logits(&self, chunk: &[Input]) -> Result<Tensor> {
         let refs: Vec<&Input> = chunk.iter().collect();
-        let (ids, mask, _, packing) = self.collate(&refs)?;
-        Ok(tch::no_grad(|| {
-            self.model
-                .logits(&ids, mask.as_ref(), packing.as_ref(), false)
-        }))
+        let batch = self.collate(&refs)?;
+        Ok(tch::no_grad(|| batch.logits(&self.model, false)))
     }
 
     /// Predicted labels: per position (tokens) or one (sequences), for every input.
@@ -253,12 +281,31 @@ impl<'a> Trainer<'a> {
             for (r, input) in chunk.iter().enumerate() {
                 let row = &flat[r * width..(r + 1) * width];
                 out.push(match self.model.head {
-                    Head::Token => row[..input.input_ids.len()]
+                    Head::Token | Head::Span => row[..input.input_ids.len()]
                         .iter()
                         .map(|&p| p as usize)
                         .collect(),
                     Head::Sequence => vec![row[0] as usize],
                 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Question answering: each input's (start, end) logits at its positions, in fp32 on
+    /// the host, a chunk of `eval_batch_size` inputs at a time.
+    pub fn span_logits(&self, inputs: &[Input]) -> Result<Vec<Vec<[f32; 2]>>> {
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(self.config.eval_batch_size) {
+            let logits = self
+                .chunk_logits(chunk)?
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu);
+            let width = logits.size()[1] as usize;
+            let flat = Vec::<f32>::try_from(logits.view([-1]))?;
+            for (r, input) in chunk.iter().enumerate() {
+                let row = &flat[r * width * 2..(r * width + input.input_ids.len()) * 2];
+                out.push(row.chunks(2).map(|p| [p[0], p[1]]).collect());
             }
         }
         Ok(out)
@@ -276,9 +323,12 @@ impl<'a> Trainer<'a> {
             vec![self.pad; inputs.len() * width],
             vec![0i64; inputs.len() * width],
         );
+        let mut segments = vec![0i64; inputs.len() * width];
         for (r, input) in inputs.iter().enumerate() {
             ids[r * width..r * width + input.input_ids.len()].copy_from_slice(&input.input_ids);
             mask[r * width..r * width + input.input_ids.len()].fill(1);
+            segments[r * width..r * width + input.token_type_ids.len()]
+                .copy_from_slice(&input.token_type_ids);
         }
         let shape = [inputs.len() as i64, width as i64];
         let mut all: Option<Tensor> = None;
@@ -290,14 +340,14 @@ impl<'a> Trainer<'a> {
                 .to_device(Device::Cpu);
             let labels = *logits.size().last().expect("logits have a label dimension");
             let out = all.get_or_insert_with(|| match self.model.head {
-                Head::Token => {
+                Head::Token | Head::Span => {
                     Tensor::zeros([shape[0], shape[1], labels], (Kind::Float, Device::Cpu))
                 }
                 Head::Sequence => Tensor::zeros([shape[0], labels], (Kind::Float, Device::Cpu)),
             });
             let mut rows = out.narrow(0, start, chunk.len() as i64);
             match self.model.head {
-                Head::Token => rows.narrow(1, 0, logits.size()[1]).copy_(&logits),
+                Head::Token | Head::Span => rows.narrow(1, 0, logits.size()[1]).copy_(&logits),
                 Head::Sequence => rows.copy_(&logits),
             }
             start += chunk.len() as i64;
@@ -308,6 +358,7 @@ impl<'a> Trainer<'a> {
         Ok(vec![
             ("input_ids", Tensor::from_slice(&ids).view(shape)),
             ("attention_mask", Tensor::from_slice(&mask).view(shape)),
+            ("token_type_ids", Tensor::from_slice(&segments).view(shape)),
             ("logits", logits),
         ])
     }
@@ -384,6 +435,23 @@ fn labelled(input: &Input) -> usize {
     input.targets.iter().filter(|&&t| t != IGNORED).count()
 }
 
+/// Question answering's loss, summed over the batch: the cross-entropy of the start
+/// position plus that of the end position, each a softmax over the sequence's real
+/// positions (`targets`: start, end of each sequence). Normalised by two per sequence, it
+/// is Google's (start loss + end loss) / 2.
+fn span_loss_sum(logits: &Tensor, targets: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    let (b, w) = (logits.size()[0], logits.size()[1]);
+    let logits = logits.to_kind(Kind::Float);
+    let logits = match mask {
+        Some(m) => logits.masked_fill(&m.eq(0).unsqueeze(-1), -1e4),
+        None => logits,
+    };
+    logits
+        .permute([0, 2, 1])
+        .reshape([2 * b, w])
+        .cross_entropy_loss::<Tensor>(targets, None, tch::Reduction::Sum, IGNORED, 0.0)
+}
+
 /// Summed cross-entropy over the labelled positions (fp32).
 fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Tensor {
     let classes = *logits.size().last().expect("logits have a class dimension");
@@ -413,6 +481,7 @@ mod tests {
         let mut rng = Rng::for_keys(&[4]);
         let inputs: Vec<Input> = (0..1000)
             .map(|_| Input {
+                token_type_ids: Vec::new(),
                 input_ids: vec![1; rng.randint(3, 190) as usize],
                 targets: vec![0],
             })

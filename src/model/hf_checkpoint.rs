@@ -56,6 +56,7 @@ impl LoadReport {
                 !n.starts_with("cls.")
                     && !n.starts_with("bert.pooler.")
                     && !n.starts_with("classifier.")
+                    && !n.starts_with("qa_outputs.")
             })
             .cloned()
             .collect();
