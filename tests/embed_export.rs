@@ -152,9 +152,17 @@ fn export_writes_a_hugging_face_folder_that_reloads_to_the_same_weights() {
         "vocab.txt",
         "tokenizer_config.json",
         "special_tokens_map.json",
+        "README.md",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // The model card: the hub's metadata, and no provenance for a folder not trained here.
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        card.starts_with("---\nlibrary_name: transformers\n"),
+        "{card}"
+    );
+    assert!(card.contains("holds no training record of ours"), "{card}");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "BertForPreTraining");

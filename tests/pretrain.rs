@@ -59,6 +59,28 @@ fn the_loss_falls_and_mlm_accuracy_rises() {
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
+    // The exported folder's model card traces the model back to its corpus and run.
+    let hf = tmp.path().join("hf");
+    run_ok(
+        biobert()
+            .args(["export", "--checkpoint"])
+            .arg(out.join("checkpoints/latest"))
+            .arg("--out")
+            .arg(&hf),
+    );
+    let card = std::fs::read_to_string(hf.join("README.md")).unwrap();
+    let manifest = biobert::data::corpus::file_sha256(&corpus().join("manifest.json")).unwrap();
+    for row in [
+        format!("| corpus manifest sha256 | `{manifest}` |"),
+        "| steps | 60 of 60 (".to_string(),
+        "| sequences seen | ".to_string(),
+        "| tokens seen | about ".to_string(),
+        "| training loss at step 60 | ".to_string(),
+        "PubMed and ".to_string(),
+        "max_steps = 60".to_string(),
+    ] {
+        assert!(card.contains(&row), "{row:?} missing:\n{card}");
+    }
 }
 
 #[test]

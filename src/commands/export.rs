@@ -1,7 +1,8 @@
 //! `biobert export`: a checkpoint (ours, or any BERT folder with `config.json`,
 //! `model.safetensors` and `vocab.txt`) to a Hugging Face `BertForPreTraining` folder that
 //! `from_pretrained` loads with no missing weight: config.json, model.safetensors,
-//! vocab.txt, tokenizer_config.json, special_tokens_map.json.
+//! vocab.txt, tokenizer_config.json, special_tokens_map.json, and the model card README.md
+//! with the checkpoint's provenance (src/train/model_card.rs).
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::model::hf_folder::{follow_latest, load_checkpoint, write_hf_folder};
+use crate::train::model_card;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -48,8 +50,16 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         lowercase,
         &args.out,
     )?;
+    let name = args
+        .out
+        .file_name()
+        .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+    corpus_tools::atomic_file::write_bytes(
+        &args.out.join("README.md"),
+        model_card::card(&checkpoint, &name).as_bytes(),
+    )?;
     println!(
-        "export: wrote {} (BertForPreTraining, {} layers, vocab {})",
+        "export: wrote {} (BertForPreTraining, {} layers, vocab {}; README.md: the model card)",
         args.out.display(),
         config.num_hidden_layers,
         config.vocab_size

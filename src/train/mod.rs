@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod flat_parameters;
 pub mod fused_adamw;
 pub mod logger;
+pub mod model_card;
 pub mod optimizer;
 pub mod pretrain;
 pub mod step_readback;
