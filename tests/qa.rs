@@ -192,3 +192,36 @@ fn bad_squad_input_names_the_file_and_question() {
     );
     assert!(!out.exists());
 }
+
+/// `bench/finetune/qa.sh`, as the README shows it, run small: both sides train, predict and
+/// are scored by the official evaluator, and the script ends with its two tables.
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn the_qa_comparison_script_runs_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let built = biobert_path().parent().unwrap().to_path_buf();
+    let run = run_ok(
+        Command::new(workspace().join("bench/finetune/qa.sh"))
+            .args(["24", "1"])
+            .env("BIOBERT_BIN", &built)
+            .env("BENCH_PYTHON", venv_python())
+            .env("BENCH_WORK", tmp.path().join("work"))
+            .env("LIMIT_EVAL", "6"),
+    );
+    let text = stdout(&run);
+    for row in [
+        "| 1 | ",
+        "| 5 | ",
+        "| mean | ",
+        "| biobert finetune qa | ",
+        "| transformers | ",
+    ] {
+        assert!(text.contains(row), "{row:?} missing:\n{text}");
+    }
+    for side in [
+        "biobert-qa/bioasq_BioASQ-test-factoid-4b-3.json",
+        "hf-qa/bioasq_BioASQ-test-factoid-4b-3.json",
+    ] {
+        assert!(tmp.path().join("work").join(side).is_file(), "{side}");
+    }
+}
