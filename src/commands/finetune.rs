@@ -141,10 +141,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             let model = model_folder(&common.model)?;
             let tokenizer = tokenizer(&model)?;
             let settings = QaSettings::new(&config)?;
-            let limits = (
-                check_limit(common.limit_train, "--limit-train")?,
-                check_limit(common.limit_eval, "--limit-eval")?,
-            );
+            let limits = (common.limit_train, common.limit_eval);
             let files = (train.as_path(), test.as_slice(), golden.as_slice());
             let task = finetune_qa::task(&model, &tokenizer, &settings, files, limits)?;
             run_task(dist, common, &config, task)
@@ -166,18 +163,13 @@ fn model_folder(model: &Path) -> Result<PathBuf> {
 
 /// The first `n` of `v` (`--limit-train`, `--limit-eval`: `flag`); 0 is refused, since it
 /// would train or score on nothing.
-fn limit<T>(mut v: Vec<T>, n: Option<usize>, flag: &str) -> Result<Vec<T>> {
-    if let Some(n) = check_limit(n, flag)? {
-        v.truncate(n);
+pub(crate) fn limit<T>(mut v: Vec<T>, n: Option<usize>, flag: &str) -> Result<Vec<T>> {
+    match n {
+        Some(0) => bail!("{flag} 0: expected at least 1 (it keeps the first N sequences)"),
+        Some(n) => v.truncate(n),
+        None => {}
     }
     Ok(v)
-}
-
-fn check_limit(n: Option<usize>, flag: &str) -> Result<Option<usize>> {
-    if n == Some(0) {
-        bail!("{flag} 0: expected at least 1 (it keeps the first N sequences)");
-    }
-    Ok(n)
 }
 
 impl TaskData {
@@ -478,81 +470,40 @@ fn write_model_folder(
     )
 }
 
-/// Question answering's outputs: per test file the n-best and BioASQ files (and scores
-/// with a golden file), the model folder, metrics.json and the configuration that ran.
-fn write_qa_outputs(
-    common: &CommonArgs,
+/// Question answering's predictions: per test file the n-best and BioASQ files (and scores
+/// with a golden file). Returns its metrics and the line that sums them up.
+fn qa_predictions(
+    out: &Path,
     trainer: &Trainer,
     task: &TaskData,
     config: &FinetuneConfig,
     model_dir: &Path,
-    bert_config: &BertConfig,
-    fitted: &Fitted,
-) -> Result<()> {
-    let out = common.out.as_path();
+) -> Result<(serde_json::Value, String)> {
     let tokenizer = tokenizer(model_dir)?;
     let settings = QaSettings::new(config)?;
     let tests = finetune_qa::write_predictions(out, trainer, task, &tokenizer, &settings)?;
-    if common.save_logits {
-        let path = out.join("logits_test.safetensors");
-        Tensor::write_safetensors(&trainer.logits(&task.test.inputs)?, &path)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    write_model_folder(out, trainer, task, model_dir, bert_config)?;
-    let metrics = serde_json::json!({
-        "task": task.name,
-        "model": model_dir.display().to_string(),
-        "epochs": config.epochs,
-        "selected_epoch": fitted.epoch,
-        "selection": "last epoch",
-        "train_seconds": fitted.train_seconds,
-        "test": tests,
-    });
-    write_json(&out.join("metrics.json"), &metrics)?;
-    std::fs::write(out.join("config.toml"), toml::to_string(config)?)?;
-    let _ = std::fs::remove_dir_all(out.join("checkpoints"));
-    match tests["mean"].as_object() {
-        Some(mean) => println!(
-            "test: BioASQ factoid over {} batch(es): strict {:.4}, lenient {:.4}, MRR {:.4}; predictions, metrics and the model ({}) in {}",
-            mean["files"], mean["strict_accuracy"].as_f64().unwrap_or(0.0),
+    let headline = match tests["mean"].as_object() {
+        Some(mean) => format!(
+            "BioASQ factoid over {} batch(es): strict {:.4}, lenient {:.4}, MRR {:.4}",
+            mean["files"],
+            mean["strict_accuracy"].as_f64().unwrap_or(0.0),
             mean["lenient_accuracy"].as_f64().unwrap_or(0.0),
             mean["mrr"].as_f64().unwrap_or(0.0),
-            task.head.architecture(),
-            out.display()
         ),
-        None => println!(
-            "test: predictions (no --golden, so no scores), metrics and the model ({}) in {}",
-            task.head.architecture(),
-            out.display()
-        ),
-    }
-    Ok(())
+        None => "no --golden, so no scores".to_string(),
+    };
+    let metrics = serde_json::json!({ "selection": "last epoch", "test": tests });
+    Ok((metrics, headline))
 }
 
-/// metrics.json, the predictions, the optional logits, the Hugging Face folder and the
-/// configuration that ran; the epoch checkpoints go.
-fn write_outputs(
-    common: &CommonArgs,
+/// NER's and RE's predictions and scores on the test and development splits. Returns their
+/// metrics and the line that sums them up.
+fn classification_predictions(
+    out: &Path,
     trainer: &Trainer,
     task: &TaskData,
-    config: &FinetuneConfig,
-    model_dir: &Path,
-    bert_config: &BertConfig,
     fitted: &Fitted,
-) -> Result<()> {
-    let (best_epoch, select) = (fitted.epoch, fitted.chosen_on_dev);
-    let out = common.out.as_path();
-    if task.head == Head::Span {
-        return write_qa_outputs(
-            common,
-            trainer,
-            task,
-            config,
-            model_dir,
-            bert_config,
-            fitted,
-        );
-    }
+) -> Result<(serde_json::Value, String)> {
     let write = |name: &str, lines: &[String]| -> Result<()> {
         let mut text = lines.join("\n");
         text.push('\n');
@@ -569,30 +520,49 @@ fn write_outputs(
         }
         None => serde_json::Value::Null,
     };
+    let metrics = serde_json::json!({
+        "test_file": task.test.path.display().to_string(),
+        "labels": task.labels,
+        "selection": if fitted.chosen_on_dev { "best development F1" } else { "last epoch (no development set, or select_on_dev = false)" },
+        "dev": dev,
+        "test": test,
+    });
+    Ok((metrics, format!("F1 {test_f1:.4} (epoch {})", fitted.epoch)))
+}
+
+/// metrics.json, the predictions, the optional logits, the Hugging Face folder and the
+/// configuration that ran; the epoch checkpoints go.
+fn write_outputs(
+    common: &CommonArgs,
+    trainer: &Trainer,
+    task: &TaskData,
+    config: &FinetuneConfig,
+    model_dir: &Path,
+    bert_config: &BertConfig,
+    fitted: &Fitted,
+) -> Result<()> {
+    let out = common.out.as_path();
+    let (mut metrics, headline) = match task.head {
+        Head::Span => qa_predictions(out, trainer, task, config, model_dir)?,
+        _ => classification_predictions(out, trainer, task, fitted)?,
+    };
     if common.save_logits {
         let path = out.join("logits_test.safetensors");
         Tensor::write_safetensors(&trainer.logits(&task.test.inputs)?, &path)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     write_model_folder(out, trainer, task, model_dir, bert_config)?;
-    let metrics = serde_json::json!({
-        "task": task.name,
-        "model": model_dir.display().to_string(),
-        "test_file": task.test.path.display().to_string(),
-        "labels": task.labels,
-        "epochs": config.epochs,
-        "selected_epoch": best_epoch,
-        "selection": if select { "best development F1" } else { "last epoch (no development set, or select_on_dev = false)" },
-        "train_seconds": fitted.train_seconds,
-        "dev": dev,
-        "test": test,
-    });
+    metrics["task"] = task.name.into();
+    metrics["model"] = model_dir.display().to_string().into();
+    metrics["epochs"] = config.epochs.into();
+    metrics["selected_epoch"] = fitted.epoch.into();
+    metrics["train_seconds"] = fitted.train_seconds.into();
     write_json(&out.join("metrics.json"), &metrics)?;
     std::fs::write(out.join("config.toml"), toml::to_string(config)?)?;
     // The run is complete: its model is in model/, the per-epoch checkpoints go.
     let _ = std::fs::remove_dir_all(out.join("checkpoints"));
     println!(
-        "test: F1 {test_f1:.4} (epoch {best_epoch}); metrics, predictions and the model ({}) in {}",
+        "test: {headline}; metrics, predictions and the model ({}) in {}",
         task.head.architecture(),
         out.display()
     );

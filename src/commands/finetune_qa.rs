@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use corpus_tools::tokenizer::WordPieceTokenizer;
 use serde_json::{json, Value};
 
+use crate::commands::finetune::limit;
 use crate::config::finetune_config::FinetuneConfig;
 use crate::finetune::bioasq::{self, Golden};
 use crate::finetune::classifier::Head;
@@ -56,7 +57,7 @@ fn window_input(w: &Window) -> Input {
 }
 
 /// The training windows and one split per test file; every file is read and checked before
-/// anything is written. `limits`: --limit-train and --limit-eval (questions).
+/// anything is written. `limits`: --limit-train and --limit-eval (questions; 0 refused).
 pub fn task(
     model: &Path,
     tokenizer: &WordPieceTokenizer,
@@ -75,17 +76,11 @@ pub fn task(
     tokenizer.basic_tokens("x")?;
     let special = |t: &str| special_id(tokenizer, t, model);
     let ids = (special("[CLS]")?, special("[SEP]")?);
-    let limit = |mut v: Vec<SquadExample>, n: Option<usize>| {
-        if let Some(n) = n {
-            v.truncate(n);
-        }
-        v
-    };
-    let train_examples = limit(squad_data::read(train, true)?, limits.0);
+    let train_examples = limit(squad_data::read(train, true)?, limits.0, "--limit-train")?;
     let train_windows = squad_data::windows(&train_examples, tokenizer, settings.windows, ids)?;
     let mut splits = Vec::new();
     for (i, path) in tests.iter().enumerate() {
-        let examples = limit(squad_data::read(path, false)?, limits.1);
+        let examples = limit(squad_data::read(path, false)?, limits.1, "--limit-eval")?;
         let windows = squad_data::windows(&examples, tokenizer, settings.windows, ids)?;
         let golden = golden.get(i).map(|g| Golden::read(g)).transpose()?;
         splits.push(Split {

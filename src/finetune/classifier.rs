@@ -184,12 +184,7 @@ mod tests {
 
     fn tiny(head: Head) -> (nn::VarStore, Classifier) {
         tch::manual_seed(11);
-        let mut config = BertConfig::base(50);
-        config.hidden_size = 16;
-        config.num_hidden_layers = 2;
-        config.num_attention_heads = 2;
-        config.intermediate_size = 32;
-        config.max_position_embeddings = 16;
+        let config = BertConfig::tiny_for_tests();
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root(), &config, head, 3);
         (vs, model)

@@ -62,6 +62,12 @@ pub fn fit(
         .then(|| SummaryWriter::new(out.join("tensorboard")));
     let started = Instant::now();
     let steps_at_start = trainer.step;
+    let fitted = |best: &Best, stopped: bool| Fitted {
+        epoch: best.epoch,
+        chosen_on_dev: select,
+        train_seconds: started.elapsed().as_secs_f64(),
+        stopped,
+    };
     for epoch in first_epoch..config.epochs {
         let end = trainer.epoch(&task.train, epoch, skip, |step, loss| {
             if let Some(w) = writer.as_mut() {
@@ -82,28 +88,12 @@ pub fn fit(
                     );
                 }
                 dist.barrier();
-                return Ok(Fitted {
-                    epoch: best.epoch,
-                    chosen_on_dev: select,
-                    train_seconds: started.elapsed().as_secs_f64(),
-                    stopped: true,
-                });
+                return Ok(fitted(&best, true));
             }
         };
-        // The development set is scored each epoch only to choose one.
-        let dev = match &task.dev {
-            Some(split) if select => {
-                Some(task::evaluate(trainer, split, &task.labels, task.positive)?.1)
-            }
-            _ => None,
-        };
-        let improved = select && dev.is_some_and(|f| f > best.f1);
-        if improved {
-            (best.f1, best.epoch) = (dev.unwrap_or(0.0), epoch + 1);
-            best.weights = Some(trainer.snapshot());
-        }
+        let dev = score_on_dev(trainer, task, select, epoch, &mut best)?;
         if let Some(w) = writer.as_mut() {
-            if let Some(f) = dev {
+            if let Some((f, _)) = dev {
                 w.add_scalar("dev/f1", f as f32, trainer.step as usize);
             }
             w.flush();
@@ -114,7 +104,7 @@ pub fn fit(
                 started,
                 steps_at_start,
             };
-            progress.print(trainer, config, epoch, loss, dev.map(|f| (f, improved)));
+            progress.print(trainer, config, epoch, loss, dev);
         }
         dist.barrier();
         fault_injection::fail_after_epoch(epoch + 1)?;
@@ -125,23 +115,34 @@ pub fn fit(
                     epoch + 1
                 );
             }
-            return Ok(Fitted {
-                epoch: best.epoch,
-                chosen_on_dev: select,
-                train_seconds: started.elapsed().as_secs_f64(),
-                stopped: true,
-            });
+            return Ok(fitted(&best, true));
         }
     }
     if let Some(saved) = &best.weights {
         trainer.restore(saved)?;
     }
-    Ok(Fitted {
-        epoch: best.epoch,
-        chosen_on_dev: select,
-        train_seconds: started.elapsed().as_secs_f64(),
-        stopped: false,
-    })
+    Ok(fitted(&best, false))
+}
+
+/// The development F1 of this epoch and whether it is the best so far (whose weights are
+/// then kept); the set is scored only when it chooses the epoch.
+fn score_on_dev(
+    trainer: &Trainer,
+    task: &TaskData,
+    select: bool,
+    epoch: u64,
+    best: &mut Best,
+) -> Result<Option<(f64, bool)>> {
+    let Some(split) = task.dev.as_ref().filter(|_| select) else {
+        return Ok(None);
+    };
+    let f1 = task::evaluate(trainer, split, &task.labels, task.positive)?.1;
+    let improved = f1 > best.f1;
+    if improved {
+        (best.f1, best.epoch) = (f1, epoch + 1);
+        best.weights = Some(trainer.snapshot());
+    }
+    Ok(Some((f1, improved)))
 }
 
 /// Weights, moments and the best epoch so far from the checkpoint in `dir`; returns the

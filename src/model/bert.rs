@@ -501,12 +501,7 @@ mod tests {
 
     fn tiny() -> (nn::VarStore, Bert) {
         tch::manual_seed(7);
-        let mut config = BertConfig::base(50);
-        config.hidden_size = 16;
-        config.num_hidden_layers = 2;
-        config.num_attention_heads = 2;
-        config.intermediate_size = 32;
-        config.max_position_embeddings = 16;
+        let config = BertConfig::tiny_for_tests();
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let bert = Bert::new(&vs.root(), &config);
         (vs, bert)

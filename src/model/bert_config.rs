@@ -57,6 +57,18 @@ fn default_position_type() -> String {
 }
 
 impl BertConfig {
+    /// A BERT of 2 layers of width 16 over a 50-word vocabulary, for unit tests.
+    #[cfg(test)]
+    pub fn tiny_for_tests() -> BertConfig {
+        let mut config = BertConfig::base(50);
+        config.hidden_size = 16;
+        config.num_hidden_layers = 2;
+        config.num_attention_heads = 2;
+        config.intermediate_size = 32;
+        config.max_position_embeddings = 16;
+        config
+    }
+
     /// BERT-base (cased: vocabulary 28,996).
     pub fn base(vocab_size: i64) -> BertConfig {
         BertConfig {
