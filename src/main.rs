@@ -7,6 +7,7 @@ use biobert::commands::bench_allreduce::{self, BenchAllreduceArgs};
 use biobert::commands::bench_loader::{self, BenchLoaderArgs};
 use biobert::commands::doctor::{self, DoctorArgs};
 use biobert::commands::embed::{self, EmbedArgs};
+use biobert::commands::evaluate::{self, EvaluateArgs};
 use biobert::commands::export::{self, ExportArgs};
 use biobert::commands::finetune::{self, FinetuneArgs};
 use biobert::commands::pretrain::{self, PretrainArgs};
@@ -30,9 +31,11 @@ enum Command {
     Doctor(DoctorArgs),
     /// Hidden states of chosen layers for sentences (as Google's extract_features.py).
     Embed(EmbedArgs),
+    /// Fine-tune on every BioBERT benchmark under a folder: one table beside the paper's.
+    Evaluate(EvaluateArgs),
     /// Write a checkpoint as a Hugging Face BertForPreTraining folder.
     Export(ExportArgs),
-    /// Fine-tune on a BioBERT benchmark: ner (token classification) or re (relations).
+    /// Fine-tune on a BioBERT benchmark: ner (tokens), re (relations) or qa (answers).
     Finetune(FinetuneArgs),
     /// Continue pretraining BERT on token shards (MLM + NSP), resumable.
     Pretrain(PretrainArgs),
@@ -49,6 +52,7 @@ fn main() {
     let result = match &cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Embed(args) => embed::run(args).map(|()| 0),
+        Command::Evaluate(args) => evaluate::run(args).map(|()| 0),
         Command::Export(args) => export::run(args).map(|()| 0),
         Command::Pretrain(args) => pretrain::run(args).map(|()| 0),
         Command::Finetune(args) => finetune::run(args).map(|()| 0),

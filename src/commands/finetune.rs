@@ -116,10 +116,23 @@ pub struct CommonArgs {
 }
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
-    Distributed::run_job(|dist| match &args.task {
+    Distributed::run_job(|dist| run_on(dist, &args.task))
+}
+
+/// One fine-tuning on `dist`'s ranks (`biobert evaluate` calls it once per benchmark and
+/// seed, each rank alone).
+pub(crate) fn run_on(dist: &Distributed, task: &Task) -> Result<()> {
+    let (common, config, data) = prepare(task)?;
+    run_task(dist, common, &config, data)
+}
+
+/// The configuration and the task's inputs, read and checked; nothing is written yet.
+pub(crate) fn prepare(task: &Task) -> Result<(&CommonArgs, FinetuneConfig, TaskData)> {
+    let (common, config, mut data) = match task {
         Task::Ner { common, data } => {
             let config = load_config(common, NER_DEFAULTS)?;
-            run_task(dist, common, &config, TaskData::ner(common, data, &config)?)
+            let data = TaskData::ner(common, data, &config)?;
+            (common, config, data)
         }
         Task::Re {
             common,
@@ -128,8 +141,8 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             any_labels,
         } => {
             let config = load_config(common, RE_DEFAULTS)?;
-            let task = TaskData::re(common, data, &config, *format, *any_labels)?;
-            run_task(dist, common, &config, task)
+            let data = TaskData::re(common, data, &config, *format, *any_labels)?;
+            (common, config, data)
         }
         Task::Qa {
             common,
@@ -143,10 +156,14 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             let settings = QaSettings::new(&config)?;
             let limits = (common.limit_train, common.limit_eval);
             let files = (train.as_path(), test.as_slice(), golden.as_slice());
-            let task = finetune_qa::task(&model, &tokenizer, &settings, files, limits)?;
-            run_task(dist, common, &config, task)
+            let data = finetune_qa::task(&model, &tokenizer, &settings, files, limits)?;
+            (common, config, data)
         }
-    })
+    };
+    if config.train_on_dev {
+        data.move_dev_into_train();
+    }
+    Ok((common, config, data))
 }
 
 fn tokenizer(model: &Path) -> Result<WordPieceTokenizer> {
@@ -210,6 +227,7 @@ impl TaskData {
             name: "ner",
             test: split(path("test.tsv"))?,
             more_tests: Vec::new(),
+            dev_in_train: false,
             dev,
             train: train_inputs,
             labels,
@@ -278,6 +296,7 @@ impl TaskData {
             dev: dev_path.map(split).transpose()?,
             test: split(test_path)?,
             more_tests: Vec::new(),
+            dev_in_train: false,
             positive: re_data::positive_label(&labels),
             labels,
         })
@@ -379,7 +398,10 @@ fn train_and_write(
     model_dir: &Path,
     resume: Option<&Path>,
 ) -> Result<()> {
-    let (mut trainer, bert_config) = load_trainer(dist, task, config, model_dir)?;
+    let (mut trainer, bert_config, started) = load_trainer(dist, task, config, model_dir)?;
+    if dist.is_root() {
+        println!("{started}");
+    }
     let fitted = fit::fit(&mut trainer, dist, task, config, &common.out, resume)?;
     if fitted.stopped {
         return Ok(());
@@ -399,14 +421,14 @@ fn train_and_write(
     Ok(())
 }
 
-/// The classifier on `model_dir`'s encoder with a new head, on this rank's device, and the
-/// trainer over it.
+/// The classifier on `model_dir`'s encoder with a new head, on this rank's device, the
+/// trainer over it, and the lines that say what it will train.
 fn load_trainer<'a>(
     dist: &'a Distributed,
     task: &TaskData,
     config: &FinetuneConfig,
     model_dir: &Path,
-) -> Result<(Trainer<'a>, BertConfig)> {
+) -> Result<(Trainer<'a>, BertConfig, String)> {
     let threads = crate::runtime::thread_budget::apply(dist.local_size, config.threads);
     let device = device_selection::select(config.device, dist.local_rank)?.device;
     let bert_config = hf_checkpoint::read_config(model_dir)?;
@@ -420,28 +442,49 @@ fn load_trainer<'a>(
     model.bert.compute = config.precision.compute_kind(device);
     vs.set_device(device);
     let pad = tokenizer(model_dir)?.token_id("[PAD]").map_or(0, i64::from);
-    if dist.is_root() {
-        println!(
-            "finetune {}: {} from {} ({}); {} labels; {} training, {} development, {} test inputs; {:?}, {} torch threads per rank, {} rank(s)",
-            task.name,
-            task.head.architecture(),
-            model_dir.display(),
-            report.summary(),
-            task.labels.len(),
-            task.train.len(),
-            task.dev.as_ref().map_or(0, |d| d.inputs.len()),
-            task.test.inputs.len(),
-            device,
-            threads.torch,
-            dist.size
-        );
-        println!(
-            "config: {}",
-            toml::to_string(config)?.trim().replace('\n', ", ")
-        );
-    }
+    let started = format!(
+        "finetune {}: {} from {} ({}); {} labels; {} training, {} development, {} test inputs; {:?}, {} torch threads per rank, {} rank(s)\nconfig: {}",
+        task.name,
+        task.head.architecture(),
+        model_dir.display(),
+        report.summary(),
+        task.labels.len(),
+        task.train.len(),
+        task.dev.as_ref().map_or(0, |d| d.inputs.len()),
+        task.test.inputs.len(),
+        device,
+        threads.torch,
+        dist.size,
+        toml::to_string(config)?.trim().replace('\n', ", ")
+    );
     let trainer = Trainer::new(model, vs, dist, device, config, task.train.len(), pad)?;
-    Ok((trainer, bert_config))
+    Ok((trainer, bert_config, started))
+}
+
+/// Seconds per training token of `task` on this rank's device: `steps` optimizer steps
+/// on its first training inputs, timed after one more that warms up (allocations, kernel
+/// choice). `biobert evaluate` sizes its estimate with it.
+pub(crate) fn seconds_per_training_token(
+    dist: &Distributed,
+    task: &Task,
+    steps: usize,
+) -> Result<f64> {
+    let (common, config, mut data) = prepare(task)?;
+    let model_dir = model_folder(&common.model)?;
+    data.train.truncate(config.batch_size * (steps + 1));
+    let (mut trainer, _, _) = load_trainer(dist, &data, &config, &model_dir)?;
+    let inputs = data.train.clone();
+    let mut marks = Vec::new();
+    trainer.epoch(&inputs, 0, 0, |_, _| marks.push(std::time::Instant::now()))?;
+    // The batches come in the epoch's order: the timed ones hold about this share.
+    let tokens: usize = inputs.iter().map(|i| i.input_ids.len()).sum();
+    match (marks.first(), marks.last()) {
+        (Some(first), Some(last)) if marks.len() > 1 => {
+            let timed = tokens as f64 * (marks.len() - 1) as f64 / marks.len() as f64;
+            Ok((*last - *first).as_secs_f64() / timed)
+        }
+        _ => bail!("too few training inputs to time a step"),
+    }
 }
 
 /// The Hugging Face folder of the fine-tuned model: `OUT/model`.
@@ -555,6 +598,12 @@ fn write_outputs(
     metrics["task"] = task.name.into();
     metrics["model"] = model_dir.display().to_string().into();
     metrics["epochs"] = config.epochs.into();
+    metrics["trained_on"] = if task.dev_in_train {
+        "train + dev"
+    } else {
+        "train"
+    }
+    .into();
     metrics["selected_epoch"] = fitted.epoch.into();
     metrics["train_seconds"] = fitted.train_seconds.into();
     write_json(&out.join("metrics.json"), &metrics)?;

@@ -102,6 +102,7 @@ pub fn task(
         dev: None,
         test,
         more_tests: splits,
+        dev_in_train: false,
         positive: None,
     })
 }

@@ -5,6 +5,7 @@ pub mod bench_allreduce;
 pub mod bench_loader;
 pub mod doctor;
 pub mod embed;
+pub mod evaluate;
 pub mod export;
 pub mod finetune;
 pub mod finetune_qa;

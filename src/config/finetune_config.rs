@@ -30,6 +30,10 @@ pub struct FinetuneConfig {
     pub eval_batch_size: usize,
     /// Keep the epoch with the best development F1 (when the set has a development file).
     pub select_on_dev: bool,
+    /// Train on the training and development sets together, as BioBERT's scripts did for
+    /// its reported figures (`biobert evaluate --protocol paper`); needs select_on_dev off.
+    #[serde(default)]
+    pub train_on_dev: bool,
     /// Batches of similar lengths (sorted inside groups of 50 batches, the batches then
     /// shuffled): less padding, the same epochs and batch size.
     #[serde(default)]
@@ -92,6 +96,11 @@ impl TomlConfig for FinetuneConfig {
             if let Some(n) = n {
                 within(key, n as f64, n >= 1, "at least 1")?;
             }
+        }
+        if self.select_on_dev && self.train_on_dev {
+            anyhow::bail!(
+                "select_on_dev = true with train_on_dev = true: a development set it trained on cannot choose the epoch; set one of them to false"
+            );
         }
         let lr = self.learning_rate;
         within("learning_rate", lr, lr > 0.0, "above 0")?;
@@ -168,5 +177,14 @@ mod tests {
         );
         let schedule = re.schedule(100);
         assert_eq!((schedule.total_steps, schedule.warmup_steps), (100, 0));
+        // BioBERT's protocol trains on the development set, so it cannot also choose on it.
+        let paper = ["select_on_dev=false".into(), "train_on_dev=true".into()];
+        assert!(
+            FinetuneConfig::load(&dir.join("finetune_ner.toml"), &paper)
+                .unwrap()
+                .train_on_dev
+        );
+        let err = FinetuneConfig::load(&dir.join("finetune_ner.toml"), &paper[1..]).unwrap_err();
+        assert!(format!("{err:#}").contains("select_on_dev = true with train_on_dev = true"));
     }
 }

@@ -25,6 +25,8 @@ pub struct TaskData {
     pub more_tests: Vec<Split>,
     /// The positive class of a binary RE task.
     pub positive: Option<usize>,
+    /// The development set was moved into the training set (`train_on_dev`).
+    pub dev_in_train: bool,
 }
 
 /// An evaluation split: its inputs and what maps predictions back to its records.
@@ -67,6 +69,15 @@ pub fn inputs_sha256(inputs: &[Input]) -> String {
 }
 
 impl TaskData {
+    /// BioBERT's protocol (`train_on_dev`): the development set joins the training set, so
+    /// nothing is left to choose an epoch with. A set without one trains on train alone.
+    pub fn move_dev_into_train(&mut self) {
+        if let Some(dev) = self.dev.take() {
+            self.train.extend(dev.inputs);
+            self.dev_in_train = true;
+        }
+    }
+
     /// What a checkpoint records of this task's inputs.
     pub fn digests(&self) -> InputDigests {
         InputDigests {

@@ -13,7 +13,8 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::{CommunicatorCollectives, Root};
 
 pub struct Distributed {
-    _universe: Universe,
+    /// The MPI environment; only the job's own Distributed holds it (MPI ends with it).
+    _universe: Option<Universe>,
     world: SimpleCommunicator,
     pub rank: usize,
     pub size: usize,
@@ -31,13 +32,31 @@ impl Distributed {
         let node = world.split_shared(rank as i32);
         let (local_rank, local_size) = (node.rank() as usize, node.size() as usize);
         Ok(Distributed {
-            _universe: universe,
+            _universe: Some(universe),
             world,
             rank,
             size,
             local_rank,
             local_size,
         })
+    }
+
+    /// This rank as a job of its own (rank 0 of 1), keeping its place on the node (local
+    /// rank and size: its GPU and its share of the cores): `biobert evaluate` gives each
+    /// rank its own fine-tunings. Collective: every rank of the job calls it.
+    pub fn solo(&self) -> Distributed {
+        let own = self
+            .world
+            .split_by_color(mpi::topology::Color::with_value(self.rank as i32))
+            .expect("a colour per rank: every rank gets a communicator");
+        Distributed {
+            _universe: None,
+            world: own,
+            rank: 0,
+            size: 1,
+            local_rank: self.local_rank,
+            local_size: self.local_size,
+        }
     }
 
     pub fn is_root(&self) -> bool {
@@ -142,6 +161,22 @@ impl Distributed {
     pub fn barrier(&self) {
         if self.size > 1 {
             self.world.barrier();
+        }
+    }
+
+    /// A barrier that sleeps while it waits, so a rank done early leaves its cores to the
+    /// ranks still working (a blocking MPI barrier spins).
+    pub fn barrier_idle(&self) {
+        if self.size == 1 {
+            return;
+        }
+        let mut request = self.world.immediate_barrier();
+        loop {
+            match request.test() {
+                Ok(_) => return,
+                Err(pending) => request = pending,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 

@@ -187,6 +187,38 @@ fn log_rows(lines: &str, step: u64, global_batch: f64) -> Vec<(String, String)> 
     rows
 }
 
+/// The heading of the section `biobert evaluate` writes.
+const EVALUATION: &str = "## Evaluation";
+const LOADING: &str = "## Loading";
+
+/// `card` with `table` as its evaluation section (replacing an earlier one, else before
+/// the loading section), or None when `card` is not one `biobert export` wrote.
+pub fn with_evaluation(card: &str, table: &str) -> Option<String> {
+    let ours = card.starts_with("---\nlibrary_name: transformers\n")
+        && card.contains("\n- biobert\n")
+        && card.contains(LOADING);
+    if !ours {
+        return None;
+    }
+    // The table's own title goes: the section heading says what it is.
+    let body = table
+        .strip_prefix('#')
+        .and_then(|t| t.split_once('\n'))
+        .map_or(table, |(_, rest)| rest)
+        .trim();
+    let section = format!("{EVALUATION}\n\n`biobert evaluate` on this folder:\n\n{body}\n\n");
+    let (before, after) = match card.find(EVALUATION) {
+        Some(start) => {
+            let end = card[start + EVALUATION.len()..]
+                .find("\n## ")
+                .map_or(card.len(), |i| start + EVALUATION.len() + i + 1);
+            (&card[..start], &card[end..])
+        }
+        None => card.split_at(card.find(LOADING)?),
+    };
+    Some(format!("{before}{section}{after}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +239,23 @@ mod tests {
             rows[1].1
         );
         assert_eq!(rows[2].0, "held-out loss at step 20");
+    }
+
+    #[test]
+    fn the_evaluation_table_goes_before_loading_and_replaces_its_earlier_self() {
+        let card = card(std::path::Path::new("/nonexistent"), "m");
+        let first = with_evaluation(&card, "# title\n\n| a |\n").unwrap();
+        assert!(
+            first.contains(
+                "## Evaluation\n\n`biobert evaluate` on this folder:\n\n| a |\n\n## Loading"
+            ),
+            "{first}"
+        );
+        assert!(!first.contains("# title"));
+        let second = with_evaluation(&first, "# title\n\n| b |\n").unwrap();
+        assert_eq!(second.matches("## Evaluation").count(), 1);
+        assert!(second.contains("| b |") && !second.contains("| a |"));
+        assert_eq!(second.replace("| b |", "| a |"), first);
+        assert!(with_evaluation("# someone's card\n\n## Loading\n", "| a |").is_none());
     }
 }
