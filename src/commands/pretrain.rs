@@ -83,6 +83,18 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             print_host(dist, device, &threads);
             print_settings_without_effect(&config, device);
         }
+        if dist.local_rank == 0 {
+            // One line per node: where its ranks run and how many threads each has.
+            println!(
+                "node {}: {} of the {} ranks (local rank 0 is rank {}), {} torch and {} data loader thread(s) each",
+                crate::data::build_lock::hostname(),
+                dist.local_size,
+                dist.size,
+                dist.rank,
+                threads.torch,
+                threads.loader
+            );
+        }
         dist.barrier();
         let run = Run {
             config,

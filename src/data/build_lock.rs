@@ -210,7 +210,8 @@ fn process_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-fn hostname() -> String {
+/// This node's name: the build lock's host rule, and the lines that say which node did what.
+pub fn hostname() -> String {
     let mut host = [0u8; 256];
     // SAFETY: gethostname writes at most the given length into the buffer.
     unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) };

@@ -301,9 +301,10 @@ fn build_line(store: &IndexStore, part: Part, epoch: u64, r: &BuildReport, how: 
         Part::Heldout => "held-out".to_string(),
     };
     format!(
-        "instance index: {what}: {} instances ({:.1} MB) built{how} in {:.2} s (count {:.2} s, fill {:.2} s, shuffle {:.2} s, write {:.2} s; {} threads) in {}",
+        "instance index: {what}: {} instances ({:.1} MB) built{how} on {} in {:.2} s (count {:.2} s, fill {:.2} s, shuffle {:.2} s, write {:.2} s; {} threads) in {}",
         r.instances,
         (r.instances * RECORD as u64) as f64 / 1e6,
+        crate::data::build_lock::hostname(),
         r.total_s(),
         r.count_s,
         r.fill_s,

@@ -1,0 +1,270 @@
+//! Multi-node, on two nodes emulated on this machine (tests/multinode/nodes.sh: each its
+//! own network namespace on a private bridge, hostname and node-local scratch folder; Open
+//! MPI reaches node2 through an agent in place of ssh). `launch/mpirun.sh` runs on node1
+//! with a hostfile, as a user runs it on a cluster's first node: 2 nodes x 2 ranks train as
+//! 1 node x 4 ranks and resume; node-local index caches get a builder per node and a
+//! shared one a builder per job; SIGTERM to one node's ranks stops every rank after the
+//! same step and the job resumes to the uninterrupted losses.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The bundled sample, prepared once per test binary.
+fn corpus() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        prepare_corpus(
+            "multinode-test",
+            vec![workspace().join("sample/pubmed")],
+            vec![workspace().join("sample/pmc")],
+            1 << 30,
+        )
+    })
+    .clone()
+}
+
+fn nodes_sh() -> PathBuf {
+    workspace().join("tests/multinode/nodes.sh")
+}
+
+/// Emulated nodes node1..nodeN, stopped (every process in them ended) when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Cluster {
+    /// The nodes, or None (said on stderr) where the kernel refuses namespaces.
+    fn start(nodes: usize) -> Option<Cluster> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(nodes_sh())
+            .arg("start")
+            .arg(dir.path())
+            .arg(nodes.to_string())
+            .output()
+            .unwrap();
+        if stderr(&out).contains("does the kernel allow namespaces?") {
+            eprintln!("skipped: this kernel refuses namespaces: {}", stderr(&out));
+            return None;
+        }
+        assert!(
+            out.status.success(),
+            "the emulated nodes did not start: {}",
+            stderr(&out)
+        );
+        let env = stdout(&out)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cluster = Cluster { dir, env };
+        let hosts: String = (1..=nodes).map(|i| format!("node{i} slots=2\n")).collect();
+        std::fs::write(cluster.hostfile(), hosts).unwrap();
+        Some(cluster)
+    }
+
+    fn hostfile(&self) -> PathBuf {
+        self.dir.path().join("hosts.txt")
+    }
+
+    /// The folder that is node-local on every node.
+    fn scratch(&self) -> PathBuf {
+        self.dir.path().join("scratch")
+    }
+
+    /// `launch/mpirun.sh` run on node1 across the hostfile's nodes, 2 ranks each.
+    fn mpirun_sh(&self, out: &Path, steps: u64, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(nodes_sh());
+        cmd.arg("run")
+            .arg(self.dir.path())
+            .arg("node1")
+            .arg(workspace().join("launch/mpirun.sh"))
+            .current_dir(workspace())
+            .env("BIOBERT", biobert_path())
+            .env("HOSTFILE", self.hostfile())
+            .env("NP", "4")
+            .env(
+                "MPIRUN_ARGS",
+                format!(
+                    "--mca plm_rsh_agent {} --mca oob_tcp_if_include {net} --mca btl_tcp_if_include {net}",
+                    self.env["AGENT"],
+                    net = self.env["SUBNET"]
+                ),
+            );
+        cmd.args(tiny_args(out, steps)).args(extra);
+        cmd
+    }
+
+    /// Sends `sig` to `node`'s processes named `comm`; returns how many.
+    fn signal(&self, node: &str, sig: &str, comm: &str) -> usize {
+        let out = run_ok(
+            Command::new(nodes_sh())
+                .arg("signal")
+                .arg(self.dir.path())
+                .args([node, sig, comm]),
+        );
+        stdout(&out).trim().parse().unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(nodes_sh())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The tiny config, micro-batch 2 (8 sequences a step over 4 ranks), dropout off so that
+/// any layout of the ranks gives the same losses.
+fn tiny_args(out: &Path, steps: u64) -> Vec<String> {
+    let mut v: Vec<String> = vec!["--config".into(), "configs/tiny.toml".into()];
+    v.extend(["--data".into(), corpus().display().to_string()]);
+    v.extend(["--out".into(), out.display().to_string()]);
+    v.extend(["--max-steps".into(), steps.to_string()]);
+    for set in [
+        "train.micro_batch_size=2",
+        "model.hidden_dropout_prob=0.0",
+        "model.attention_probs_dropout_prob=0.0",
+        "log.every=1",
+        "log.eval_every=0",
+        "checkpoint.every=1000",
+    ] {
+        v.extend(["--set".into(), set.into()]);
+    }
+    v
+}
+
+/// One node, four ranks: `launch/mpirun.sh` NP=4 on this machine.
+fn one_node_of_four(out: &Path, steps: u64) -> Output {
+    let mut cmd = Command::new(workspace().join("launch/mpirun.sh"));
+    cmd.current_dir(workspace())
+        .env("BIOBERT", biobert_path())
+        .env("NP", "4")
+        .args(tiny_args(out, steps));
+    run_ok(&mut cmd)
+}
+
+fn both(out: &Output) -> String {
+    format!("{}{}", stdout(out), stderr(out))
+}
+
+fn losses(out: &Path) -> Vec<(u64, f64)> {
+    logged(out).into_iter().map(|(s, l, _)| (s, l)).collect()
+}
+
+fn assert_same_losses(a: &[(u64, f64)], b: &[(u64, f64)]) {
+    let steps = |v: &[(u64, f64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+    assert_eq!(steps(a), steps(b));
+    for ((step, x), (_, y)) in a.iter().zip(b) {
+        assert!((x - y).abs() < 1e-5, "step {step}: loss {x} against {y}");
+    }
+}
+
+/// How many times the log says the training epoch 0 index was built, on each node.
+fn epoch0_builds(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.starts_with("instance index: training epoch 0: "))
+        .filter_map(|l| l.split(" built on ").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn two_nodes_of_two_ranks_train_as_one_node_of_four_and_resume() {
+    let Some(cluster) = Cluster::start(2) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    one_node_of_four(&one, 10);
+
+    // Node-local index caches (a folder each node has of its own): a builder per node.
+    let local = format!("data.index_cache={}", cluster.scratch().display());
+    let first = run_ok(&mut cluster.mpirun_sh(&two, 6, &["--set", &local]));
+    let log = both(&first);
+    assert!(
+        log.contains("mpirun.sh: 4 rank(s), 1 core(s) each"),
+        "{log}"
+    );
+    for (node, first_rank) in [("node1", 0), ("node2", 2)] {
+        let line = format!(
+            "node {node}: 2 of the 4 ranks (local rank 0 is rank {first_rank}), 1 torch and 1 data loader thread(s) each"
+        );
+        assert!(log.contains(&line), "{line} missing:\n{log}");
+    }
+    let mut builders = epoch0_builds(&log);
+    builders.sort();
+    assert_eq!(builders, ["node1", "node2"], "{log}");
+    for node in ["node1", "node2"] {
+        let cache = cluster.dir.path().join(node).join("scratch");
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "{node}");
+    }
+
+    // Resumed on both nodes: steps 7-10, and the losses of 1 node x 4 ranks throughout.
+    let second = run_ok(&mut cluster.mpirun_sh(&two, 10, &["--set", &local, "--resume", "auto"]));
+    assert!(
+        stdout(&second).contains("resume: step 6 from"),
+        "{}",
+        both(&second)
+    );
+    assert_same_losses(&losses(&one), &losses(&two));
+
+    // A cache on a folder both nodes see (the run folder): one builder for the job.
+    let shared = tmp.path().join("shared");
+    let log = both(&run_ok(&mut cluster.mpirun_sh(&shared, 6, &[])));
+    assert_eq!(epoch0_builds(&log).len(), 1, "{log}");
+}
+
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn sigterm_to_one_nodes_ranks_stops_every_rank_after_the_same_step() {
+    let Some(cluster) = Cluster::start(2) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // 40 steps, stopped after about 8: the resumed run keeps the same schedule.
+    let job = cluster
+        .mpirun_sh(&out, 40, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("8 logged steps", Duration::from_millis(200), || {
+        logged_lines(&out) >= 8
+    });
+    // As a scheduler pre-empting node2 would: its ranks only.
+    assert_eq!(cluster.signal("node2", "TERM", "biobert-core"), 2);
+    let started = Instant::now();
+    let output = job.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let log = both(&output);
+    assert!(output.status.success(), "{log}");
+    let step: u64 = log
+        .split("stopped by a signal after step ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stop line:\n{log}"));
+    assert!(step < 40, "{log}");
+    assert!(out
+        .join(format!("checkpoints/step_{step:08}/trainer_state.json"))
+        .is_file());
+
+    // Resubmitted: the job continues to the losses of a run never stopped.
+    let resumed = run_ok(&mut cluster.mpirun_sh(&out, 40, &["--resume", "auto"]));
+    assert!(stdout(&resumed).contains(&format!("resume: step {step} from")));
+    let whole = tmp.path().join("whole");
+    one_node_of_four(&whole, 40);
+    assert_same_losses(&losses(&whole), &losses(&out));
+}
