@@ -71,4 +71,14 @@ if [ -n "$RANKS_SIGNAL" ] && [ "$RANKS_FAILED" = 0 ]; then
   echo "mpirun.sh: stopped by SIG$RANKS_SIGNAL; continue with --resume auto" >&2
   exit 0
 fi
+if [ "$RANKS_RC" -ne 0 ]; then
+  # The run folder: --out DIR or --out=DIR, else pretrain's default.
+  out=runs/pretrain prev=""
+  for arg in "$@"; do
+    case $arg in --out=*) out=${arg#--out=} ;; esac
+    if [ "$prev" = --out ]; then out=$arg; fi
+    prev=$arg
+  done
+  ranks_print_verdicts "$out"
+fi
 exit "$RANKS_RC"

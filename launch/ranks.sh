@@ -89,11 +89,11 @@ run_ranks() {
     elif [ "$_ranks_seen" = 1 ] || { [ "${RANKS_ALL_LOCAL:-0}" = 1 ] && [ "$polls" -ge 20 ]; }; then
       idle=$((idle + 1))
     fi
-    if [ -n "$RANKS_SIGNAL" ] && [ "$idle" -ge 10 ]; then kill -KILL "$_ranks_job" 2>/dev/null || true; fi
+    if [ -n "$RANKS_SIGNAL" ] && [ "$idle" -ge 10 ]; then _ranks_kill_all; fi
     if [ -z "$RANKS_SIGNAL" ] && [ "$idle" -ge 6 ]; then
       echo "launch: the ranks of this node have exited and mpirun is still killing the job's processes: ending it now" >&2
       RANKS_FAILED=1
-      kill -KILL "$_ranks_job" 2>/dev/null || true
+      _ranks_kill_all
     fi
     sleep 0.5 || true  # a signal to the job ends it too; under set -e that must not end us
   done
@@ -103,6 +103,17 @@ run_ranks() {
     RANKS_RC=1
   fi
   trap - INT TERM USR1
+}
+
+# After a failed job: the lines of the ranks that ended because their peers were gone
+# (OUT/heartbeat/ended-rank-N.txt, written by the trainer's collective watchdog), which
+# mpirun, past forwarding output once it lost a node, may not have shown.
+ranks_print_verdicts() {
+  local out=$1 f
+  for f in "$out"/heartbeat/ended-rank-*.txt; do
+    [ -f "$f" ] && echo "launch: $(cat "$f")" >&2
+  done
+  return 0
 }
 
 # Whether a rank of this node still runs (an exited one stays a zombie until mpirun reaps it).
@@ -121,11 +132,11 @@ _ranks_alive_count() {
   echo "$n"
 }
 
-# Ends the ranks of this node and mpirun at once (a failed job).
+# Ends the ranks of this node, mpirun and everything it started (its remote shells too: one
+# whose node is unreachable would otherwise hold the terminal or pipe until TCP gives up),
+# at once: a failed job.
 _ranks_kill_all() {
   local pid
-  for pid in $(_ranks_descendants "$_ranks_job"); do
-    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = biobert-core ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-  done
+  for pid in $(_ranks_descendants "$_ranks_job"); do kill -KILL "$pid" 2>/dev/null || true; done
   kill -KILL "$_ranks_job" 2>/dev/null || true
 }

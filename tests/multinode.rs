@@ -4,7 +4,9 @@
 //! with a hostfile, as a user runs it on a cluster's first node: 2 nodes x 2 ranks train as
 //! 1 node x 4 ranks and resume; node-local index caches get a builder per node and a
 //! shared one a builder per job; SIGTERM to one node's ranks stops every rank after the
-//! same step and the job resumes to the uninterrupted losses.
+//! same step and the job resumes to the uninterrupted losses; a node lost (every process
+//! killed) or its link cut ends the job within distributed.timeout_s and a few seconds,
+//! with a line that names the lost ranks or the link, and the last checkpoint resumes.
 
 mod common;
 
@@ -267,4 +269,102 @@ fn sigterm_to_one_nodes_ranks_stops_every_rank_after_the_same_step() {
     let whole = tmp.path().join("whole");
     one_node_of_four(&whole, 40);
     assert_same_losses(&losses(&whole), &losses(&out));
+}
+
+/// A job of 2 x 2 ranks with checkpoints every 5 steps and a 10 s bound on a collective,
+/// after its 12th step; what it prints goes to `out`.log (a file, not a pipe that a
+/// process left behind could hold open).
+fn job_at_step_12(cluster: &Cluster, out: &Path) -> std::process::Child {
+    let log = std::fs::File::create(out.with_extension("log")).unwrap();
+    let job = cluster
+        .mpirun_sh(
+            out,
+            100_000,
+            &[
+                "--set",
+                "checkpoint.every=5",
+                "--set",
+                "distributed.timeout_s=10",
+            ],
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until("12 logged steps", Duration::from_millis(200), || {
+        logged_lines(out) >= 12
+    });
+    job
+}
+
+/// Waits for the job, which must fail within `bound` (killed past it); returns its log.
+fn fails_within(mut job: std::process::Child, out: &Path, bound: Duration) -> String {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > bound {
+            let _ = job.kill();
+            let log = std::fs::read_to_string(out.with_extension("log")).unwrap();
+            panic!("still running after {bound:?}:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = std::fs::read_to_string(out.with_extension("log")).unwrap();
+    assert!(!status.success(), "{log}");
+    log
+}
+
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn a_lost_node_ends_the_job_naming_its_ranks_and_the_last_checkpoint_resumes() {
+    let Some(cluster) = Cluster::start(2) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let job = job_at_step_12(&cluster, &out);
+    // Every process of node2 killed at once, as a node that loses power.
+    assert!(cluster.signal("node2", "KILL", "") >= 2);
+    // distributed.timeout_s (10 s), then the launcher's 3 s: well within 40 s.
+    let log = fails_within(job, &out, Duration::from_secs(40));
+    assert!(log.contains("lost: rank 2 on node2"), "{log}");
+    assert!(log.contains(", rank 3 on node2 (silent "), "{log}");
+    assert!(log.contains("launch: rank 0 (node1): waited "), "{log}");
+    // Node2 back: the job resumes from the last checkpoint on both nodes.
+    let state = |step: u64| out.join(format!("checkpoints/step_{step:08}/trainer_state.json"));
+    let last = (5..100)
+        .step_by(5)
+        .take_while(|&s| state(s).is_file())
+        .last()
+        .unwrap();
+    let resumed = run_ok(&mut cluster.mpirun_sh(&out, last + 2, &["--resume", "auto"]));
+    assert!(
+        stdout(&resumed).contains(&format!("resume: step {last} from")),
+        "{}",
+        both(&resumed)
+    );
+}
+
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn a_cut_link_ends_the_job_instead_of_hanging() {
+    let Some(cluster) = Cluster::start(2) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let job = job_at_step_12(&cluster, &out);
+    run_ok(
+        Command::new(nodes_sh())
+            .arg("link")
+            .arg(cluster.dir.path())
+            .args(["node2", "down"]),
+    );
+    let log = fails_within(job, &out, Duration::from_secs(40));
+    assert!(
+        log.contains("every rank still beats: a link between the nodes is down"),
+        "{log}"
+    );
 }

@@ -96,6 +96,11 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             );
         }
         dist.barrier();
+        // After rank 0 made the run folder: the ranks beat in it from here on.
+        dist.watch(
+            std::time::Duration::from_secs(config.distributed.timeout_s),
+            Some(&args.out.join("heartbeat")),
+        );
         let run = Run {
             config,
             bert_config,

@@ -5,12 +5,17 @@
 //! Every process initialises MPI, so a plain `biobert pretrain` is a world of one and
 //! `mpirun -np N biobert pretrain` a world of N with nothing else to change.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::{CommunicatorCollectives, Root};
+
+use crate::config::run_config::DistributedConfig;
+use crate::parallel::collective_watchdog;
 
 pub struct Distributed {
     /// The MPI environment; only the job's own Distributed holds it (MPI ends with it).
@@ -31,6 +36,14 @@ impl Distributed {
         let (rank, size) = (world.rank() as usize, world.size() as usize);
         let node = world.split_shared(rank as i32);
         let (local_rank, local_size) = (node.rank() as usize, node.size() as usize);
+        if size > 1 {
+            let timeout = DistributedConfig::default().timeout_s;
+            collective_watchdog::start(
+                rank,
+                crate::data::build_lock::hostname(),
+                Duration::from_secs(timeout),
+            );
+        }
         Ok(Distributed {
             _universe: Some(universe),
             world,
@@ -77,6 +90,7 @@ impl Distributed {
         if self.size == 1 {
             return;
         }
+        let _wait = collective_watchdog::waiting("an all-reduce of the step's figures");
         let send = values.to_vec();
         self.world.all_reduce_into(&send[..], values, op);
     }
@@ -90,6 +104,7 @@ impl Distributed {
         extern "C" {
             fn biobert_mpi_in_place() -> *mut std::ffi::c_void;
         }
+        let _wait = collective_watchdog::waiting("the gradient all-reduce (MPI)");
         for chunk in data.chunks_mut(i32::MAX as usize) {
             // SAFETY: the chunk is a valid, exclusively borrowed f32 buffer of `len` elements;
             // MPI_IN_PLACE (from the mpi.h rsmpi is built against) makes it both input and
@@ -113,6 +128,7 @@ impl Distributed {
         if self.size == 1 {
             all[0] = value;
         } else {
+            let _wait = collective_watchdog::waiting("an all-gather");
             self.world.all_gather_into(&value, &mut all[..]);
         }
         all
@@ -124,6 +140,7 @@ impl Distributed {
         if self.size == 1 {
             all[0] = value;
         } else {
+            let _wait = collective_watchdog::waiting("an all-gather");
             self.world.all_gather_into(&value, &mut all[..]);
         }
         all
@@ -137,6 +154,7 @@ impl Distributed {
     /// Rank `root`'s `bytes` to every rank.
     pub fn broadcast_bytes_from(&self, root: usize, bytes: &mut [u8]) {
         if self.size > 1 {
+            let _wait = collective_watchdog::waiting("a broadcast");
             self.world
                 .process_at_rank(root as i32)
                 .broadcast_into(bytes);
@@ -160,12 +178,22 @@ impl Distributed {
 
     pub fn barrier(&self) {
         if self.size > 1 {
+            let _wait = collective_watchdog::waiting("a barrier");
             self.world.barrier();
         }
     }
 
+    /// The run's bound on one collective (`distributed.timeout_s`) and the folder where the
+    /// ranks beat, so that a rank that gives up names the ones gone silent (collective_watchdog).
+    pub fn watch(&self, timeout: Duration, heartbeats: Option<&std::path::Path>) {
+        if self.size > 1 {
+            collective_watchdog::configure(timeout, heartbeats);
+        }
+    }
+
     /// A barrier that sleeps while it waits, so a rank done early leaves its cores to the
-    /// ranks still working (a blocking MPI barrier spins).
+    /// ranks still working (a blocking MPI barrier spins). Not bounded by the watchdog: it
+    /// waits out other ranks' whole fine-tunings (`biobert evaluate`).
     pub fn barrier_idle(&self) {
         if self.size == 1 {
             return;

@@ -1,6 +1,8 @@
-//! Data parallelism across ranks: MPI, NCCL, the gradient all-reduce, and the check
-//! that every rank runs the same configuration.
+//! Data parallelism across ranks: MPI, NCCL, the gradient all-reduce, the check that
+//! every rank runs the same configuration, and the watchdog that ends a rank whose peers
+//! are gone.
 
+pub mod collective_watchdog;
 pub mod distributed;
 pub mod gradient_all_reduce;
 pub mod nccl;

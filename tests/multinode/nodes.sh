@@ -39,8 +39,14 @@ stop() {
   for var in $(compgen -v | grep '^NODE[0-9]*_PID$'); do
     pids=$(node_processes "${!var}")
     for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+    for _ in $(seq 50); do kill -0 "${!var}" 2>/dev/null || break; sleep 0.1; done
   done
-  # The veth pairs go with their namespaces; the bridge is ours to remove.
+  # The cables (a namespace outlives its processes while its sockets wind down, and its
+  # cable with it) and the bridge.
+  for var in $(compgen -v | grep '^NODE[0-9]*_PID$'); do
+    var=${var#NODE}
+    ip link del "v$BRIDGE-${var%_PID}" 2>/dev/null || true
+  done
   ip link del "$BRIDGE" 2>/dev/null || true
   rm -f "$DIR/env"
 }
@@ -71,6 +77,8 @@ start() {
     holder=$(pgrep -P "$unshare_pid" || true)
     [ -n "$holder" ] || die "node$i: its holder process is gone"
     echo "NODE${i}_PID=$holder" >>"$DIR/env"
+    # A cable of a cluster on this bridge name that was just stopped may still be going.
+    ip link del "v$bridge-$i" 2>/dev/null || true
     ip link add "v$bridge-$i" type veth peer name "n$bridge-$i"
     ip link set "n$bridge-$i" netns "$holder"
     ip link set "v$bridge-$i" master "$bridge" up
@@ -88,7 +96,8 @@ pid=\$(sed -n "s/^NODE\${host#node}_PID=//p" '$DIR/env')
 [ -n "\$pid" ] || { echo "agent: no emulated node \$host" >&2; exit 255; }
 fifo=\$(mktemp -u '$DIR/agent.XXXXXX')
 mkfifo "\$fifo"
-nsenter -t "\$pid" -u -n -m -- setsid -f sh -c "exec >'\$fifo' 2>&1 </dev/null; \$*"
+nsenter -t "\$pid" -u -n -m -- setsid -f sh -c "exec >'\$fifo' 2>&1 </dev/null; \$*" ||
+  { rm -f "\$fifo"; echo "agent: \$host is down" >&2; exit 255; }
 exec 3<"\$fifo"
 rm -f "\$fifo"
 exec cat <&3
@@ -105,13 +114,14 @@ holder_of() {
   echo "$pid"
 }
 
-# Sends SIG to NODE's processes (those named COMM only, when given), its holder excepted
-# (the node stays up for the next job); prints how many.
+# Sends SIG to NODE's processes (those named COMM only, when given), its holder and the
+# unshare above it excepted (the node stays up for the next job); prints how many.
 signal() {
-  local node=$1 sig=$2 comm=${3:-} pid n=0 holder
+  local node=$1 sig=$2 comm=${3:-} pid n=0 holder parent
   holder=$(holder_of "$node")
+  parent=$(ps -o ppid= -p "$holder" | tr -d ' ')
   for pid in $(node_processes "$holder"); do
-    [ "$pid" = "$holder" ] && continue
+    [ "$pid" = "$holder" ] || [ "$pid" = "$parent" ] && continue
     if [ -n "$comm" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$comm" ]; then continue; fi
     kill -s "$sig" "$pid" 2>/dev/null && n=$((n + 1))
   done
