@@ -169,7 +169,13 @@ fn evaluate(dist: &Distributed, args: &EvaluateArgs) -> Result<()> {
             pending.len(),
             run.dir.display()
         );
-        finetune::run_on(&solo, &finetune_task(args, run)?)?;
+        // A folder cut before its first checkpoint holds nothing to resume: it was ours,
+        // it goes (finetune wants a new or empty folder, or one with a checkpoint).
+        if run.dir.exists() && finetune_checkpoint::latest(&run.dir).is_none() {
+            std::fs::remove_dir_all(&run.dir)
+                .with_context(|| format!("clearing {}", run.dir.display()))?;
+        }
+        finetune::run_on(&solo, &finetune_task(args, run))?;
         if !run.finished() {
             stopped = true;
             break;
@@ -252,12 +258,7 @@ fn write_plan(out: &Path, plan: &Plan) -> Result<()> {
 
 /// The `finetune` command of one run: the set's files, the run folder, and the overrides
 /// of the plan (the user's, then the protocol's, --quick's and the seed).
-fn finetune_task(args: &EvaluateArgs, run: &Run) -> Result<Task> {
-    // A folder cut before its first checkpoint holds nothing to resume: it was ours, it goes.
-    if run.dir.exists() && finetune_checkpoint::latest(&run.dir).is_none() {
-        std::fs::remove_dir_all(&run.dir)
-            .with_context(|| format!("clearing {}", run.dir.display()))?;
-    }
+fn finetune_task(args: &EvaluateArgs, run: &Run) -> Task {
     let mut set = args.set.clone();
     if args.protocol == Protocol::Paper {
         set.extend(["select_on_dev=false".into(), "train_on_dev=true".into()]);
@@ -276,7 +277,7 @@ fn finetune_task(args: &EvaluateArgs, run: &Run) -> Result<Task> {
         resume: Some("auto".into()),
         save_logits: false,
     };
-    Ok(match &run.set.kind {
+    match &run.set.kind {
         SetKind::Ner { dir } => Task::Ner {
             common,
             data: dir.clone(),
@@ -297,7 +298,7 @@ fn finetune_task(args: &EvaluateArgs, run: &Run) -> Result<Task> {
             test: tests.clone(),
             golden: golden.clone(),
         },
-    })
+    }
 }
 
 /// On rank 0: reads and checks every set still to run (nothing is written before), times
@@ -316,7 +317,7 @@ fn schedule(
         let cost = match per_set.iter().find(|(id, _)| *id == run.set.id) {
             Some((_, c)) => *c,
             None => {
-                let c = training_token_equivalents(&finetune_task(args, run)?)?;
+                let c = training_token_equivalents(&finetune_task(args, run))?;
                 per_set.push((run.set.id.clone(), c));
                 c
             }
@@ -345,7 +346,7 @@ fn schedule(
         if args.quick { ", --quick" } else { "" }
     );
     if let Some(first) = pending.first() {
-        let rate = finetune::seconds_per_training_token(solo, &finetune_task(args, first)?, 3)?;
+        let rate = finetune::seconds_per_training_token(solo, &finetune_task(args, first), 3)?;
         let longest = load.iter().cloned().fold(0.0, f64::max);
         line += &format!(
             "; 3 training steps of {} on this device took {:.3} ms per token, so expect about {} (the busiest rank's share; evaluation counted as a third of training per token)",

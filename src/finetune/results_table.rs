@@ -93,12 +93,16 @@ pub fn rows(sets: &[String], runs: &[FinishedRun], reference: &Reference) -> Res
     for set in sets {
         let mut mine: Vec<&FinishedRun> = runs.iter().filter(|r| &r.set == set).collect();
         mine.sort_by_key(|r| r.seed);
-        let Some(first) = mine.first() else { continue };
-        for (i, (metric, label, _)) in scores(set, &first.metrics)?.into_iter().enumerate() {
-            let values = mine
-                .iter()
-                .map(|r| Ok(scores(set, &r.metrics)?[i].2))
-                .collect::<Result<Vec<f64>>>()?;
+        // Each run's scores, read once: (key, label, value) per metric, in the same order.
+        let per_run = mine
+            .iter()
+            .map(|r| scores(set, &r.metrics))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = per_run.first() else {
+            continue;
+        };
+        for (i, (metric, label, _)) in first.iter().enumerate() {
+            let values: Vec<f64> = per_run.iter().map(|s| s[i].2).collect();
             let published = COLUMNS
                 .iter()
                 .filter_map(|c| reference.figure(set, metric, c))
@@ -108,7 +112,7 @@ pub fn rows(sets: &[String], runs: &[FinishedRun], reference: &Reference) -> Res
             rows.push(Row {
                 set: set.clone(),
                 metric: metric.to_string(),
-                label,
+                label: label.clone(),
                 seeds: mine.iter().map(|r| r.seed).collect(),
                 values,
                 mean,

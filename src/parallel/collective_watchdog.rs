@@ -8,7 +8,9 @@
 //! heartbeat folder (the run folder, which every node of a multi-node job sees): a rank
 //! that times out reads them, so the line says which ranks (on which hosts) stopped
 //! beating, a lost node, or that all still beat, a cut link or a stuck rank. The line also
-//! goes to `DIR/ended-rank-N.txt`, which the launchers print when the job fails.
+//! goes to `DIR/ended-rank-N.txt`, which the launchers print when the job fails. Cost: one
+//! small file per rank rewritten every 2 s; 256 ranks make 128 writes a second on the
+//! shared file system, nothing on the training path (a collective takes a mutex twice).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
