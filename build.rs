@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim/pinned_memory.cpp");
     println!("cargo:rerun-if-changed=src/shim/flash_attention.cpp");
     println!("cargo:rerun-if-changed=src/shim/profiler.cpp");
+    println!("cargo:rerun-if-changed=src/shim/grad_hooks.cpp");
     println!("cargo:rerun-if-changed=src/shim/mpi_in_place.c");
     if let Ok(dir) = std::env::var("BIOBERT_TORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -25,6 +26,7 @@ fn main() {
         .file("src/shim/pinned_memory.cpp")
         .file("src/shim/flash_attention.cpp")
         .file("src/shim/profiler.cpp")
+        .file("src/shim/grad_hooks.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")

@@ -1,6 +1,7 @@
 //! `mpirun -np 2 biobert pretrain` on the CPU (MPI all-reduce of host buffers): two ranks
-//! with micro-batch B train exactly as one rank with 2B, a two-rank checkpoint resumes on
-//! one rank, and a failing rank takes the job down.
+//! with micro-batch B train exactly as one rank with 2B, the sums overlapped with the
+//! backward pass equal the sums after it bit for bit, a two-rank checkpoint resumes on one
+//! rank, and a failing rank takes the job down.
 
 mod common;
 
@@ -98,6 +99,50 @@ fn two_ranks_with_b_train_as_one_rank_with_2b() {
     )
     .unwrap();
     assert_eq!(state["world_size"], 2);
+}
+
+#[test]
+fn sums_overlapped_with_backward_equal_the_sums_after_it_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, overlap: bool| {
+        let out = tmp.path().join(name);
+        let mut a = args(&out, 4, 12);
+        // Four layers of 128, summed in 1 MiB buckets: four buckets, three of them
+        // complete before the embeddings' gradients are; two micro-batches per step, so
+        // the sums start only in the second one's backward pass.
+        for set in [
+            "model.hidden_size=128".to_string(),
+            "model.num_hidden_layers=4".into(),
+            "model.intermediate_size=512".into(),
+            "train.grad_accumulation=2".into(),
+            "distributed.bucket_mb=1".into(),
+            format!("distributed.overlap={overlap}"),
+        ] {
+            a.extend(["--set".into(), set]);
+        }
+        let printed = stdout(&run_ok(mpirun(2).arg(biobert_path()).args(a)));
+        (out, printed)
+    };
+    let (after, _) = run("after", false);
+    let (overlapped, printed) = run("overlapped", true);
+    assert!(printed.contains("overlap: on, 4 buckets"), "{printed}");
+    assert!(
+        printed.contains("overlap: step 1 started 3 of 4 buckets' sums during its backward pass"),
+        "{printed}"
+    );
+    let rows = |dir: &Path| -> Vec<(u64, u64, u64)> {
+        logged(dir)
+            .into_iter()
+            .map(|(s, l, a)| (s, l.to_bits(), a.to_bits()))
+            .collect()
+    };
+    assert_eq!(rows(&after).len(), 12);
+    assert_eq!(rows(&after), rows(&overlapped));
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let read =
+            |dir: &Path| std::fs::read(dir.join("checkpoints/step_00000010").join(file)).unwrap();
+        assert!(read(&after) == read(&overlapped), "{file} differs");
+    }
 }
 
 #[test]

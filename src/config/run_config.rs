@@ -241,6 +241,9 @@ pub struct DistributedConfig {
     pub reduce_dtype: ReduceDtype,
     /// Seconds a gradient all-reduce may take before the job is ended as hung.
     pub timeout_s: u64,
+    /// Sum each bucket as soon as the last micro-batch's backward pass completes it,
+    /// instead of after the whole pass (NCCL, and MPI on CPU ranks).
+    pub overlap: bool,
 }
 
 impl Default for DistributedConfig {
@@ -250,6 +253,7 @@ impl Default for DistributedConfig {
             bucket_mb: 64,
             reduce_dtype: ReduceDtype::Fp32,
             timeout_s: 300,
+            overlap: false,
         }
     }
 }

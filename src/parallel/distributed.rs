@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use mpi::collective::SystemOperation;
-use mpi::environment::Universe;
+use mpi::environment::{Threading, Universe};
 use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::{CommunicatorCollectives, Root};
@@ -26,12 +26,15 @@ pub struct Distributed {
     pub local_rank: usize,
     /// Ranks on this node.
     pub local_size: usize,
+    /// Whether MPI allows calls from another thread than the main one, one at a time
+    /// (MPI_THREAD_SERIALIZED or more): the overlapped all-reduce's summing thread.
+    serialized_threads: bool,
 }
 
 impl Distributed {
     pub fn init() -> Result<Distributed> {
-        let universe =
-            mpi::initialize().ok_or_else(|| anyhow::anyhow!("MPI was already initialised"))?;
+        let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
+            .ok_or_else(|| anyhow::anyhow!("MPI was already initialised"))?;
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
         let node = world.split_shared(rank as i32);
@@ -51,6 +54,7 @@ impl Distributed {
             size,
             local_rank,
             local_size,
+            serialized_threads: matches!(threading, Threading::Serialized | Threading::Multiple),
         })
     }
 
@@ -69,7 +73,19 @@ impl Distributed {
             size: 1,
             local_rank: self.local_rank,
             local_size: self.local_size,
+            serialized_threads: self.serialized_threads,
         }
+    }
+
+    /// Whether another thread may call MPI while this one does not.
+    pub fn threads_may_call_mpi(&self) -> bool {
+        self.serialized_threads
+    }
+
+    /// A communicator over the same ranks whose collectives never match this one's: for a
+    /// thread that sums on its own. Collective: every rank must call it.
+    pub fn duplicate_world(&self) -> SimpleCommunicator {
+        self.world.duplicate()
     }
 
     pub fn is_root(&self) -> bool {

@@ -1,5 +1,6 @@
 //! The gradient all-reduce of data parallelism, once per optimizer step after
-//! accumulation, over the flat gradient buffer (see `FlatParameters`).
+//! accumulation, over the flat gradient buffer (see `FlatParameters`): after the backward
+//! pass, or overlapped with it (`distributed.overlap`, see `overlapped_all_reduce`).
 //!
 //! - NCCL on GPU ranks: a communicator bootstrapped by broadcasting rank 0's unique id over
 //!   MPI (as Horovod and llm.c do); the buffer is summed in buckets on a stream of our own,
@@ -25,7 +26,9 @@ use crate::config::choices::{BackendRequest, ReduceDtype};
 use crate::config::run_config::DistributedConfig;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::nccl::{Comm, DataType, Nccl, UniqueId};
+use crate::parallel::overlapped_all_reduce::{MpiWorker, NcclSink, Overlap, OverlapReport, Sink};
 use crate::runtime::cuda_runtime::{CudaRuntime, Event, Stream, DEFAULT_STREAM};
+use crate::train::flat_parameters::FlatParameters;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backend {
@@ -115,6 +118,10 @@ pub struct GradientAllReduce {
     nccl: Option<NcclReducer>,
     /// The pinned host copy of a GPU gradient buffer for the MPI backend (allocated once).
     host: Option<Tensor>,
+    /// The sums overlapped with the backward pass (`distributed.overlap`), which then own
+    /// the NCCL reducer.
+    overlap: Option<Overlap>,
+    bucket_elements: i64,
 }
 
 impl GradientAllReduce {
@@ -139,12 +146,78 @@ impl GradientAllReduce {
             backend,
             nccl,
             host: None,
+            overlap: None,
+            bucket_elements: bucket_elements(config),
         })
+    }
+
+    /// Overlaps the sums with the backward pass from now on (hooks on `flat`'s
+    /// parameters), where the backend allows it; returns the line that says how, or why
+    /// not. Collective: every rank must call it.
+    pub fn overlap_with_backward(
+        &mut self,
+        dist: &Distributed,
+        flat: &FlatParameters,
+    ) -> Result<String> {
+        let sink = match self.backend {
+            Backend::Single => return Ok("overlap: off (one rank: nothing to sum)".into()),
+            Backend::Mpi if flat.grad.device() != Device::Cpu => return Ok(
+                "overlap: off (MPI on GPUs sums through host memory after backward; NCCL overlaps)"
+                    .into(),
+            ),
+            Backend::Mpi => {
+                if !dist.threads_may_call_mpi() {
+                    bail!("distributed.overlap = true: this MPI library does not allow a second thread to call it (MPI_THREAD_SERIALIZED)");
+                }
+                Sink::Mpi(MpiWorker::new(dist.duplicate_world(), &flat.grad))
+            }
+            Backend::Nccl => {
+                let reducer = self.nccl.take().expect("an NCCL backend has its reducer");
+                Sink::Nccl(NcclSink::new(reducer, &flat.grad)?)
+            }
+        };
+        let overlap = Overlap::new(flat, self.bucket_elements, sink)?;
+        let line = format!(
+            "overlap: on, {} buckets of about {} MiB, started as the backward pass completes them",
+            overlap.buckets(),
+            (self.bucket_elements * 4) >> 20
+        );
+        self.overlap = Some(overlap);
+        Ok(line)
+    }
+
+    /// The next backward pass is the step's last (the one whose gradients are summed).
+    pub fn before_last_backward(&self) {
+        if let Some(overlap) = &self.overlap {
+            overlap.arm();
+        }
+    }
+
+    /// The gradient element where a rank adds its non-finite loss before the sums: one the
+    /// sums have not started on when backward returns.
+    pub fn poison_offset(&self) -> i64 {
+        self.overlap.as_ref().map_or(0, Overlap::poison_offset)
     }
 
     /// Sums `grad` (the flat fp32 gradient buffer) across the ranks, in place. With NCCL the
     /// sums are queued on the GPU and this returns at once; `check` reports their failure.
     pub fn all_reduce(&mut self, dist: &Distributed, grad: &Tensor) -> Result<()> {
+        self.all_reduce_reporting(dist, grad).map(|_| ())
+    }
+
+    /// `all_reduce`, saying how many buckets started during backward when overlapped.
+    pub fn all_reduce_reporting(
+        &mut self,
+        dist: &Distributed,
+        grad: &Tensor,
+    ) -> Result<Option<OverlapReport>> {
+        if let Some(overlap) = &self.overlap {
+            return overlap.finish(grad).map(Some);
+        }
+        self.sum_after_backward(dist, grad).map(|_| None)
+    }
+
+    fn sum_after_backward(&mut self, dist: &Distributed, grad: &Tensor) -> Result<()> {
         match (&mut self.nccl, self.backend) {
             (Some(nccl), _) => nccl.all_reduce(grad),
             (None, Backend::Mpi) => self.mpi_all_reduce(dist, grad),
@@ -155,9 +228,10 @@ impl GradientAllReduce {
     /// The error of a failed or timed-out NCCL collective, if one happened. Call after the
     /// host has waited on the device (the step's read), so that the last sums are covered.
     pub fn check(&self) -> Result<()> {
-        match &self.nccl {
-            Some(nccl) => nccl.watchdog.check(),
-            None => Ok(()),
+        match (&self.nccl, &self.overlap) {
+            (Some(nccl), _) => nccl.watchdog.check(),
+            (None, Some(overlap)) => overlap.check(),
+            (None, None) => Ok(()),
         }
     }
 
@@ -234,6 +308,11 @@ fn gpu_identity(device: Device) -> Option<u64> {
     Some(std::hash::Hasher::finish(&h).max(1))
 }
 
+/// `distributed.bucket_mb` in fp32 elements.
+fn bucket_elements(config: &DistributedConfig) -> i64 {
+    (config.bucket_mb as i64 * (1 << 20) / 4).max(1)
+}
+
 /// (offset, count) of each bucket of at most `size` elements covering `0..total`.
 fn buckets(total: i64, size: i64) -> Vec<(i64, i64)> {
     let size = size.max(1);
@@ -248,7 +327,7 @@ fn has_duplicates(ids: &[u64]) -> bool {
     ids.iter().any(|&id| id != 0 && !seen.insert(id))
 }
 
-struct NcclReducer {
+pub struct NcclReducer {
     nccl: Arc<Nccl>,
     cuda: Arc<CudaRuntime>,
     stream: Stream,
@@ -312,7 +391,7 @@ impl NcclReducer {
         let watchdog = Watchdog::start(nccl.clone(), cuda.clone(), comm, done, gpu, timeout);
         Ok(NcclReducer {
             scratch: None,
-            bucket_elements: (config.bucket_mb as i64 * (1 << 20) / 4).max(1),
+            bucket_elements: bucket_elements(config),
             nccl,
             cuda,
             stream,
@@ -348,6 +427,16 @@ impl NcclReducer {
     /// Queues the bucketed sums on our stream, after torch's pending work, and makes
     /// torch's stream wait for them. Never blocks the host.
     fn launch(&self, buffer: &Tensor) -> Result<()> {
+        self.queue_sums(
+            buffer,
+            &buckets(buffer.numel() as i64, self.bucket_elements),
+        )?;
+        self.queue_done()
+    }
+
+    /// Queues the sums of `ranges` of `buffer` (one NCCL group) on our stream, after the
+    /// work queued so far on torch's stream. Never blocks the host.
+    pub(crate) fn queue_sums(&self, buffer: &Tensor, ranges: &[(i64, i64)]) -> Result<()> {
         let comm = self
             .watchdog
             .comm
@@ -360,22 +449,41 @@ impl NcclReducer {
         let queue = || -> Result<(), String> {
             c.record(self.ready, DEFAULT_STREAM)?;
             c.wait(self.stream, self.ready)?;
-            let total = buffer.numel() as i64;
             let element_size = buffer.kind().elt_size_in_bytes() as i64;
             let base = buffer.data_ptr() as *mut u8;
             n.group_start()?;
-            for (offset, count) in buckets(total, self.bucket_elements) {
-                // SAFETY: offset + count lies inside the contiguous buffer (see `buckets`).
+            for &(offset, count) in ranges {
+                assert!(offset >= 0 && offset + count <= buffer.numel() as i64);
+                // SAFETY: offset + count lies inside the contiguous buffer (asserted above).
                 let start = unsafe { base.offset((offset * element_size) as isize) };
                 n.all_reduce_sum(start.cast(), count as usize, self.dtype, comm, self.stream)?;
             }
-            n.group_end()?;
+            n.group_end()
+        };
+        queue().map_err(|e| anyhow::anyhow!("gradient all-reduce: {e}"))
+    }
+
+    /// Makes torch's stream wait for every sum queued so far, and starts the watchdog's
+    /// clock on them.
+    pub(crate) fn queue_done(&self) -> Result<()> {
+        let c = &self.cuda;
+        (|| -> Result<(), String> {
             c.record(self.done, self.stream)?;
             c.wait(DEFAULT_STREAM, self.done)
-        };
-        queue().map_err(|e| anyhow::anyhow!("gradient all-reduce: {e}"))?;
+        })()
+        .map_err(|e| anyhow::anyhow!("gradient all-reduce: {e}"))?;
         self.watchdog.started(Instant::now());
         Ok(())
+    }
+
+    /// The error of a failed or timed-out collective, if one happened.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.watchdog.check()
+    }
+
+    /// Whether the sums are made in bf16 (through a bf16 copy of the gradients).
+    pub(crate) fn sums_in_bf16(&self) -> bool {
+        self.dtype == DataType::BFloat16
     }
 }
 

@@ -5,5 +5,7 @@
 pub mod collective_watchdog;
 pub mod distributed;
 pub mod gradient_all_reduce;
+pub mod gradient_buckets;
 pub mod nccl;
+pub mod overlapped_all_reduce;
 pub mod run_agreement;

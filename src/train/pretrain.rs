@@ -27,6 +27,7 @@ use crate::model::flops;
 use crate::model::hf_checkpoint;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::GradientAllReduce;
+use crate::parallel::overlapped_all_reduce::OverlapReport;
 use crate::parallel::run_agreement;
 use crate::runtime::{fault_injection, profiler, stop_signal};
 use crate::train::checkpoint::{self, TrainerState};
@@ -73,6 +74,8 @@ struct Trainer<'a> {
     /// Steps queued whose metrics have not been read yet (at most two: the one before the
     /// newest, then the newest).
     unread: VecDeque<QueuedStep>,
+    /// Whether the first step's overlap has been reported.
+    overlap_reported: bool,
 }
 
 /// A step queued on the device: what its metrics need once they are read.
@@ -165,9 +168,16 @@ impl<'a> Trainer<'a> {
         // From here on the parameters and gradients live in flat buffers.
         let flat = FlatParameters::new(vs.variables().into_iter().collect(), run.device);
         let optimizer = Optimizer::new(flat, &c.train.optimizer());
-        let reducer = GradientAllReduce::new(dist, &c.distributed, run.device)?;
+        let mut reducer = GradientAllReduce::new(dist, &c.distributed, run.device)?;
+        let overlap = match c.distributed.overlap {
+            true => Some(reducer.overlap_with_backward(dist, &optimizer.flat)?),
+            false => None,
+        };
         if dist.is_root() {
             println!("gradient all-reduce: {}", reducer.backend);
+            if let Some(line) = overlap {
+                println!("{line}");
+            }
             if c.train.unpad {
                 println!("unpad: {}", unpad_line(&bert, run.device));
             }
@@ -195,6 +205,7 @@ impl<'a> Trainer<'a> {
             profile: ProfileWindow::parse("log.profile", &c.log.profile)?,
             recording: None,
             unread: VecDeque::new(),
+            overlap_reported: false,
         })
     }
 
@@ -301,6 +312,17 @@ impl<'a> Trainer<'a> {
             self.run.device,
             train.seed,
         )?;
+        if let Some(r) = queued.overlap.filter(|_| !self.overlap_reported) {
+            self.overlap_reported = true;
+            if self.dist.is_root() {
+                println!(
+                    "overlap: step {} started {} of {} buckets' sums during its backward pass",
+                    self.step + 1,
+                    r.during_backward,
+                    r.buckets
+                );
+            }
+        }
         let lr = train.schedule().learning_rate(self.step);
         self.optimizer
             .clip_and_step(&queued.norm, train.max_grad_norm, lr)?;
@@ -635,6 +657,8 @@ struct StepSums {
     tokens: f64,
     masked: f64,
     sequences: f64,
+    /// With the sums overlapped: how many buckets started during backward.
+    overlap: Option<OverlapReport>,
 }
 
 /// One optimizer step's forward and backward passes over this rank's micro-batches and the
@@ -662,9 +686,12 @@ fn train_step(
     dist.all_reduce_f64(&mut counts);
     let [masked, sequences] = counts;
     let mut device_sums = Tensor::zeros([4], (tch::Kind::Double, device));
-    for b in micro_batches {
+    for (i, b) in micro_batches.iter().enumerate() {
         tch::manual_seed(dropout_seed(seed, b.first_sample));
         let s = batch_sums(bert, b, device, true)?;
+        if i + 1 == micro_batches.len() {
+            reducer.before_last_backward();
+        }
         (&s.mlm / masked.max(1.0) + &s.nsp / sequences.max(1.0)).backward();
         device_sums += sums_tensor(&s);
     }
@@ -673,9 +700,10 @@ fn train_step(
         let poison = (device_sums.narrow(0, 0, 2).sum(tch::Kind::Double) * 0.0)
             .to_kind(tch::Kind::Float)
             .view([1]);
-        let _ = optimizer.flat.grad.narrow(0, 0, 1).g_add_(&poison);
+        let at = reducer.poison_offset();
+        let _ = optimizer.flat.grad.narrow(0, at, 1).g_add_(&poison);
     });
-    reducer.all_reduce(dist, &optimizer.flat.grad)?;
+    let overlap = reducer.all_reduce_reporting(dist, &optimizer.flat.grad)?;
     let tokens = micro_batches.iter().map(|b| b.tokens as f64).sum::<f64>();
     Ok(StepSums {
         sums: device_sums,
@@ -683,6 +711,7 @@ fn train_step(
         tokens,
         masked,
         sequences,
+        overlap,
     })
 }
 
