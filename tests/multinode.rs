@@ -368,3 +368,179 @@ fn a_cut_link_ends_the_job_instead_of_hanging() {
         "{log}"
     );
 }
+
+/// `bench/multinode/overlap.sh` as BENCHMARKS.md runs it, small: two emulated nodes over a
+/// rate-limited link, the sums after and overlapped with backward. Its table has every row
+/// with a time, and the overlapped run started buckets during its backward pass.
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn the_slow_link_benchmark_prints_its_table() {
+    if Cluster::start(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = biobert_path().parent().unwrap().to_path_buf();
+    let out = run_ok(
+        Command::new(workspace().join("bench/multinode/overlap.sh"))
+            .env("BIOBERT_BIN", &bin)
+            .env("BENCH_OUT", dir.path())
+            .env("SHAPE", "small")
+            .env("STEPS", "3")
+            .env("BUCKET_MB", "1")
+            .env("RATE", "200mbit"),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("overlap: step 1 started 3 of 4 buckets' sums during its backward pass"),
+        "{text}"
+    );
+    let table = std::fs::read_to_string(dir.path().join("table.md")).unwrap();
+    for row in [
+        "| compute alone (1 rank) |",
+        "| all-reduce alone (bench-allreduce) |",
+        "| 2 nodes, sums after backward |",
+        "| 2 nodes, sums overlapped with backward |",
+    ] {
+        let line = table.lines().find(|l| l.starts_with(row));
+        let ms = line.and_then(|l| l.split('|').nth(2)).map(str::trim);
+        assert!(
+            ms.and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0),
+            "{row} without a time:\n{table}"
+        );
+    }
+    assert!(table.contains("% hidden"), "{table}");
+}
+
+/// A real Slurm over the emulated nodes (tests/slurm/cluster.sh with one slurmd per
+/// node, the controller on the bridge); stopped when dropped, before the nodes.
+struct Slurm {
+    dir: tempfile::TempDir,
+}
+
+impl Slurm {
+    fn start(cluster: &Cluster) -> Slurm {
+        let dir = tempfile::tempdir().unwrap();
+        run_ok(
+            Command::new(workspace().join("tests/slurm/cluster.sh"))
+                .arg("start")
+                .arg(dir.path())
+                .arg(cluster.dir.path()),
+        );
+        Slurm { dir }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("SLURM_CONF", self.dir.path().join("slurm.conf"));
+        cmd
+    }
+
+    /// The README's sbatch line, on 2 nodes of 2 CPU ranks, run to its end; its output.
+    fn sbatch(&self, work: &Path, out: &Path, steps: u64, extra: &[&str]) -> String {
+        let tiny = tiny_args(out, steps);
+        // slurm.sbatch CONFIG DATA OUT [pretrain options]: the positional three first.
+        let (config, data, rest) = (&tiny[1], &tiny[3], &tiny[6..]);
+        let submitted = run_ok(
+            self.command("sbatch")
+                .current_dir(work)
+                .args(["--parsable", "--nodes=2", "--gpus-per-node=0"])
+                .args(["--ntasks-per-node=2", "--cpus-per-task=1"])
+                .arg(format!(
+                    "--export=ALL,BIOBERT_ROOT={},BIOBERT={}",
+                    workspace().display(),
+                    biobert_path().display()
+                ))
+                .arg(workspace().join("launch/slurm.sbatch"))
+                .arg(workspace().join(config))
+                .args([data, &out.display().to_string()])
+                .args(rest)
+                .args(extra),
+        );
+        let job = stdout(&submitted).trim().to_string();
+        let started = Instant::now();
+        let state = loop {
+            let shown = self
+                .command("scontrol")
+                .args(["show", "job", &job])
+                .output()
+                .unwrap();
+            let state = stdout(&shown)
+                .split("JobState=")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or("")
+                .to_string();
+            if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"]
+                .contains(&state.as_str())
+                || started.elapsed() > Duration::from_secs(240)
+            {
+                break state;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let printed =
+            std::fs::read_to_string(work.join(format!("slurm-{job}.out"))).unwrap_or_default();
+        assert_eq!(state, "COMPLETED", "job {job}:\n{printed}");
+        printed
+    }
+}
+
+impl Drop for Slurm {
+    fn drop(&mut self) {
+        let _ = Command::new(workspace().join("tests/slurm/cluster.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// `sbatch --nodes=2 launch/slurm.sbatch` under a real Slurm with a slurmd on each
+/// emulated node: mpirun inside the job starts node2's ranks through Slurm (srun), each
+/// node runs its own two ranks with their own threads, the losses are those of one node of
+/// four, and a second submission resumes.
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn slurm_sbatch_on_two_nodes_trains_as_one_node_of_four_and_resumes() {
+    let Some(cluster) = Cluster::start(2) else {
+        return;
+    };
+    let slurm = Slurm::start(&cluster);
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    one_node_of_four(&one, 10);
+    let first = slurm.sbatch(tmp.path(), &two, 6, &[]);
+    assert!(first.contains("on node[1-2]: 4 rank(s)"), "{first}");
+    for (node, first_rank) in [("node1", 0), ("node2", 2)] {
+        let line = format!(
+            "node {node}: 2 of the 4 ranks (local rank 0 is rank {first_rank}), 1 torch and 1 data loader thread(s) each"
+        );
+        assert!(first.contains(&line), "{line} missing:\n{first}");
+    }
+    let second = slurm.sbatch(tmp.path(), &two, 10, &[]);
+    assert!(second.contains("resume: step 6 from"), "{second}");
+    assert_same_losses(&losses(&one), &losses(&two));
+}
+
+/// `bench/multinode/scaling_model.py`, as BENCHMARKS.md runs it: BERT-base's last bucket
+/// and the seq-512 row's figures that the section quotes.
+#[test]
+fn the_scaling_model_prints_the_quoted_table() {
+    let out =
+        run_ok(Command::new("python3").arg(workspace().join("bench/multinode/scaling_model.py")));
+    let text = stdout(&out);
+    assert!(
+        text.contains("108.9 M parameters, 435.7 MB of fp32 gradients"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the last bucket (started after backward) 20.8%"),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| seq 512, BioBERT's 24 a GPU, no accumulation | fp32 |"))
+        .unwrap_or_else(|| panic!("no seq-512 fp32 row:\n{text}"));
+    assert!(row.contains("| 93.6% / 98.6% / 96.7% |"), "{row}");
+    assert!(row.contains("| 83.0% / 95.9% / 90.8% |"), "{row}");
+}

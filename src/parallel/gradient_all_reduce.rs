@@ -178,9 +178,10 @@ impl GradientAllReduce {
         };
         let overlap = Overlap::new(flat, self.bucket_elements, sink)?;
         let line = format!(
-            "overlap: on, {} buckets of about {} MiB, started as the backward pass completes them",
+            "overlap: on, {} buckets of about {} MiB, started as the backward pass completes them; the last ({} bytes: the embeddings, complete last) after it",
             overlap.buckets(),
-            (self.bucket_elements * 4) >> 20
+            (self.bucket_elements * 4) >> 20,
+            overlap.last_bucket_elements() * 4
         );
         self.overlap = Some(overlap);
         Ok(line)

@@ -8,9 +8,11 @@
 //! - NCCL: each bucket is one NCCL group on the communication stream, after the gradients
 //!   queued so far on torch's stream; torch's stream waits for the last sum before the
 //!   optimizer. Nothing blocks the host.
-//! - MPI (CPU ranks): a thread of its own sums each bucket (MPI_Iallreduce in place, on a
-//!   duplicate of the world communicator, polled with short sleeps so that it leaves the
-//!   cores to the backward pass); the trainer waits for the last bucket after backward.
+//! - MPI (CPU ranks): a thread of its own sums each bucket (MPI_Allreduce in place, on a
+//!   duplicate of the world communicator); the trainer waits for the last bucket after
+//!   backward. (MPI_Iallreduce polled from the thread with short sleeps was tried: Open
+//!   MPI's non-blocking collectives move data only while polled, and the step was slower
+//!   than summing after backward.)
 //!   MPI is initialised MPI_THREAD_SERIALIZED: while the thread sums, the trainer makes no
 //!   MPI call (it is inside backward, or waiting for the thread).
 //!
@@ -21,7 +23,6 @@
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mpi::raw::AsRaw;
@@ -96,6 +97,12 @@ impl Overlap {
 
     pub fn buckets(&self) -> usize {
         self.shared.plan.buckets.len()
+    }
+
+    /// The elements of the last bucket, which starts only after backward.
+    pub fn last_bucket_elements(&self) -> i64 {
+        let last = self.shared.plan.buckets.last();
+        last.map_or(0, |b| b.ranges.iter().map(|&(_, n)| n).sum())
     }
 
     /// The next backward pass is the step's last: its hooks start the buckets.
@@ -240,9 +247,6 @@ pub struct MpiWorker {
     _comm: SimpleCommunicator,
 }
 
-/// How long the summing thread sleeps between polls: short next to a bucket's transfer.
-const POLL: Duration = Duration::from_micros(100);
-
 impl MpiWorker {
     /// `comm`: a duplicate of the world communicator (collective to make), for this
     /// thread's collectives alone. `grad`: the flat fp32 gradient buffer on the host.
@@ -314,55 +318,32 @@ struct SendComm(mpi::ffi::MPI_Comm);
 // trainer's MPI calls as described at the top.
 unsafe impl Send for SendComm {}
 
-/// MPI_Iallreduce(MPI_IN_PLACE) over each span (in chunks that fit MPI's int count), then
-/// polls until all are done.
+/// MPI_Allreduce(MPI_IN_PLACE) over each span, in chunks that fit MPI's int count.
 fn sum_spans(spans: &[Span], comm: mpi::ffi::MPI_Comm) -> Result<(), String> {
     extern "C" {
         fn biobert_mpi_in_place() -> *mut std::ffi::c_void;
     }
-    let mut requests = Vec::new();
     for span in spans {
         let mut done = 0usize;
         while done < span.count {
             let n = (span.count - done).min(i32::MAX as usize);
-            // SAFETY: `RSMPI_REQUEST_NULL` is a constant handle that MPI overwrites.
-            let mut request = unsafe { mpi::ffi::RSMPI_REQUEST_NULL };
             // SAFETY: the span lies in the live gradient buffer, which nothing else touches
             // until this bucket is reported done; MPI_IN_PLACE makes it input and output.
             let rc = unsafe {
-                mpi::ffi::MPI_Iallreduce(
+                mpi::ffi::MPI_Allreduce(
                     biobert_mpi_in_place(),
                     span.start.wrapping_add(done).cast(),
                     n as i32,
                     mpi::ffi::RSMPI_FLOAT,
                     mpi::ffi::RSMPI_SUM,
                     comm,
-                    &mut request,
                 )
             };
             if rc != 0 {
-                return Err(format!("gradient all-reduce: MPI_Iallreduce failed ({rc})"));
+                return Err(format!("gradient all-reduce: MPI_Allreduce failed ({rc})"));
             }
-            requests.push(request);
             done += n;
         }
     }
-    loop {
-        let mut all = true;
-        for request in &mut requests {
-            let mut flag = 0;
-            // SAFETY: a request from MPI_Iallreduce (or MPI_REQUEST_NULL once complete,
-            // which MPI_Test reports as done).
-            let rc =
-                unsafe { mpi::ffi::MPI_Test(request, &mut flag, mpi::ffi::RSMPI_STATUS_IGNORE) };
-            if rc != 0 {
-                return Err(format!("gradient all-reduce: MPI_Test failed ({rc})"));
-            }
-            all &= flag != 0;
-        }
-        if all {
-            return Ok(());
-        }
-        std::thread::sleep(POLL);
-    }
+    Ok(())
 }

@@ -174,7 +174,12 @@ impl<'a> Trainer<'a> {
             false => None,
         };
         if dist.is_root() {
-            println!("gradient all-reduce: {}", reducer.backend);
+            println!(
+                "gradient all-reduce: {}, {} parameters ({} bytes of fp32 gradients) a step",
+                reducer.backend,
+                optimizer.flat.numel(),
+                optimizer.flat.numel() * 4
+            );
             if let Some(line) = overlap {
                 println!("{line}");
             }

@@ -6,10 +6,16 @@
 # slurm-client and munge (launch/setup.sh installs them when BIOBERT_TEST_SLURM=1).
 #
 #   tests/slurm/cluster.sh start DIR    # prints "export SLURM_CONF=DIR/slurm.conf"
+#   tests/slurm/cluster.sh start DIR NODES  # one slurmd per emulated node of NODES
 #   tests/slurm/cluster.sh stop DIR     # stops the daemons by their process ids
+#
+# NODES: the folder of emulated nodes that tests/multinode/nodes.sh started. Each node's
+# slurmd runs inside it (its address, its hostname node<i>), the controller beside them on
+# the bridge's address, so that a job spans the nodes as on a cluster.
 set -euo pipefail
-cmd=${1:?usage: cluster.sh start|stop DIR}
-DIR=${2:?usage: cluster.sh start|stop DIR}
+cmd=${1:?usage: cluster.sh start|stop DIR [NODES]}
+DIR=${2:?usage: cluster.sh start|stop DIR [NODES]}
+NODES=${3:-}
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 stop() {
@@ -21,8 +27,8 @@ stop() {
       sleep 0.5
     done
   fi
-  for daemon in slurmd slurmctld munged; do
-    local pidfile=$DIR/$daemon.pid
+  local pidfile
+  for pidfile in "$DIR"/slurmd*.pid "$DIR/slurmctld.pid" "$DIR/munged.pid"; do
     [ -f "$pidfile" ] || continue
     local pid
     pid=$(cat "$pidfile")
@@ -59,13 +65,29 @@ start() {
     --seed-file="$DIR/munge/munged.seed" --force
   wait_for 10 munged test -S "$DIR/munge/socket"
   cp "$DIR/munge/munged.pid" "$DIR/munged.pid"
-  local host cpus memory
+  local host cpus memory controller nodes="" node_lines="" count i net
   host=$(hostname -s)
   cpus=$(nproc)
   memory=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2))
+  controller=$host
+  nodes=$host
+  node_lines="NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN"
+  if [ -n "$NODES" ]; then
+    [ -f "$NODES/env" ] || die "$NODES: no emulated nodes there (tests/multinode/nodes.sh start)"
+    # shellcheck disable=SC1091
+    source "$NODES/env"
+    net=${SUBNET%.0/24}
+    count=$(compgen -v | grep -c '^NODE[0-9]*_PID$')
+    controller="$host($net.254)"
+    nodes="node[1-$count]"
+    node_lines=""
+    for i in $(seq "$count"); do
+      node_lines+="NodeName=node$i NodeAddr=$net.$i CPUs=$cpus RealMemory=$((memory / count)) State=UNKNOWN"$'\n'
+    done
+  fi
   cat > "$DIR/slurm.conf" <<CONF
 ClusterName=biobert-test
-SlurmctldHost=$host
+SlurmctldHost=$controller
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=16817
@@ -75,11 +97,11 @@ AuthType=auth/munge
 AuthInfo=socket=$DIR/munge/socket,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/slurmctld.log
-SlurmdLogFile=$DIR/slurmd.log
+SlurmdLogFile=$DIR/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -90,14 +112,23 @@ ReturnToService=2
 JobRequeue=1
 KillWait=30
 MinJobAge=600
-NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
-PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
+$node_lines
+PartitionName=test Nodes=$nodes Default=YES MaxTime=INFINITE State=UP
 CONF
   export SLURM_CONF=$DIR/slurm.conf
   slurmctld -i
   wait_for 20 slurmctld scontrol ping
-  slurmd
-  wait_for 30 "slurmd (node $host idle)" bash -c "sinfo -h -N -o %t | grep -qx idle"
+  if [ -z "$NODES" ]; then
+    mkdir -p "$DIR/spool/$host"
+    slurmd
+    wait_for 30 "slurmd (node $host idle)" bash -c "sinfo -h -N -o %t | grep -qx idle"
+  else
+    for i in $(seq "$count"); do
+      mkdir -p "$DIR/spool/node$i"
+      "$(dirname "${BASH_SOURCE[0]}")/../multinode/nodes.sh" run "$NODES" "node$i" slurmd -N "node$i"
+    done
+    wait_for 30 "slurmd on every node (idle)" bash -c "[ \"\$(sinfo -h -N -o %t | sort -u)\" = idle ]"
+  fi
   echo "export SLURM_CONF=$DIR/slurm.conf"
 }
 
