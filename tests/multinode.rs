@@ -480,7 +480,7 @@ impl Slurm {
             std::thread::sleep(Duration::from_millis(500));
         };
         let printed =
-            std::fs::read_to_string(work.join(format!("slurm-{job}.out"))).unwrap_or_default();
+            std::fs::read_to_string(work.join(format!("biobert-{job}.out"))).unwrap_or_default();
         assert_eq!(state, "COMPLETED", "job {job}:\n{printed}");
         printed
     }
