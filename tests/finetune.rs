@@ -485,6 +485,39 @@ fn a_stopped_run_resumes_to_the_uninterrupted_result() {
 /// Under mpirun the global batch is split between the ranks and their gradients summed:
 /// two ranks fine-tune together, rank 0 alone writes the outputs, and the scores are
 /// those of a model that learned (the training loss falls from its first step).
+/// Each step's loss is read one step late, yet a non-finite one still ends the run with
+/// its own step number, and nothing of the run is left as a result.
+#[test]
+fn a_non_finite_loss_ends_fine_tuning_naming_its_step() {
+    let data = shared_data().join("finetune/ner/NCBI-disease");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // A learning rate of 1e30 with no warm-up makes every step after the first non-finite.
+    let failed = finetune(
+        "ner",
+        &data,
+        &out,
+        &[
+            "--limit-train",
+            "64",
+            "--limit-eval",
+            "16",
+            "--set",
+            "max_seq_len=64",
+            "--set",
+            "learning_rate=1e30",
+            "--set",
+            "warmup_fraction=0.0",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!failed.status.success());
+    let err = stderr(&failed);
+    assert!(err.contains("epoch 1, step 2: the loss is"), "{err}");
+    assert!(!out.join("metrics.json").exists());
+}
+
 #[test]
 fn two_ranks_fine_tune_together() {
     let data = shared_data().join("finetune/re/GAD/1");

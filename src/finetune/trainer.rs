@@ -16,6 +16,7 @@ use crate::parallel::gradient_all_reduce::GradientAllReduce;
 use crate::runtime::{fault_injection, stop_signal};
 use crate::train::flat_parameters::FlatParameters;
 use crate::train::optimizer::Optimizer;
+use crate::train::step_readback::{InFlight, StepReadback};
 
 /// Batches per length-sorted group (transformers' LengthGroupedSampler uses 50).
 const MEGA_BATCH: usize = 50;
@@ -72,6 +73,8 @@ pub struct Trainer<'a> {
     pad: i64,
     pub steps_per_epoch: u64,
     pub step: u64,
+    /// Each step's loss and norm, read one step late.
+    readback: StepReadback,
 }
 
 impl<'a> Trainer<'a> {
@@ -106,11 +109,18 @@ impl<'a> Trainer<'a> {
             pad,
             steps_per_epoch,
             step: 0,
+            readback: StepReadback::new(device)?,
         })
     }
 
     /// One epoch from its step `skip` on (a resumed mid-epoch stop); ends early, after the
     /// same step on every rank, when a stop signal reached any of them.
+    ///
+    /// The host never waits for the device inside a step: a side thread collates the next
+    /// batches (into pinned memory on a GPU, copied without blocking), the clipped update
+    /// is queued on the device (a non-finite loss or norm skips it there), and each step's
+    /// loss and norm are read once the next step is queued. `progress` hears of each step
+    /// as it is read, and a non-finite one ends the run with its own step number.
     pub fn epoch(
         &mut self,
         inputs: &[Input],
@@ -119,49 +129,100 @@ impl<'a> Trainer<'a> {
         mut progress: impl FnMut(u64, f64),
     ) -> Result<EpochEnd> {
         let order = epoch_order(inputs, &self.config, epoch);
+        // This rank's share of each global batch: every world-th sequence. Indices only:
+        // 8 bytes a training input (BioBERT's largest set, ChemProt: ~20k, 160 kB).
+        let shares: Vec<Vec<usize>> = order
+            .chunks(self.config.batch_size)
+            .map(|b| {
+                b.iter()
+                    .copied()
+                    .skip(self.dist.rank)
+                    .step_by(self.dist.size)
+                    .collect()
+            })
+            .collect();
+        let spec = self.collate_spec();
+        let pin = self.device.is_cuda();
+        std::thread::scope(|scope| {
+            let (batches, next) = std::sync::mpsc::sync_channel::<Result<StepBatch>>(2);
+            let shares = &shares[(skip as usize).min(shares.len())..];
+            scope.spawn(move || {
+                for share in shares {
+                    let mine: Vec<&Input> = share.iter().map(|&i| &inputs[i]).collect();
+                    let batch = StepBatch::collate(spec, &mine, pin);
+                    if batches.send(batch).is_err() {
+                        return;
+                    }
+                }
+            });
+            self.run_steps(next, epoch, skip, &mut progress)
+        })
+    }
+
+    /// The steps of one epoch from `skip` on, each batch from `next` (see `epoch`).
+    fn run_steps(
+        &mut self,
+        next: std::sync::mpsc::Receiver<Result<StepBatch>>,
+        epoch: u64,
+        skip: u64,
+        progress: &mut impl FnMut(u64, f64),
+    ) -> Result<EpochEnd> {
         let schedule = self
             .config
             .schedule(self.steps_per_epoch * self.config.epochs);
-        let (mut total, mut steps) = (0.0, 0u64);
-        for (s, batch) in order
-            .chunks(self.config.batch_size)
-            .enumerate()
-            .skip(skip as usize)
-        {
-            // This rank's share: every world-th sequence of the global batch.
-            let mine: Vec<&Input> = batch
-                .iter()
-                .skip(self.dist.rank)
-                .step_by(self.dist.size)
-                .map(|&i| &inputs[i])
-                .collect();
-            let (loss, norm) = self.train_step(&mine, epoch, s as u64)?;
-            if !loss.is_finite() || !norm.is_finite() {
-                bail!(
-                    "epoch {}, step {}: the loss is {loss} (gradient norm {norm})",
-                    epoch + 1,
-                    s + 1
-                );
-            }
-            self.optimizer.clip(norm, self.config.max_grad_norm);
-            self.optimizer.step(schedule.learning_rate(self.step))?;
-            self.optimizer.zero_grad();
+        let mut sums = LossSums::default();
+        let mut unread: std::collections::VecDeque<QueuedStep> = Default::default();
+        for (s, batch) in (skip..).zip(next.iter()) {
+            let queued = self.queue_step(batch?, epoch, s, schedule.learning_rate(self.step))?;
             self.step += 1;
-            total += loss;
-            steps += 1;
-            progress(self.step, loss);
+            unread.push_back(queued);
+            if unread.len() > 1 {
+                let oldest = unread.pop_front().expect("two queued");
+                self.read(oldest, &mut sums, progress)?;
+            }
             fault_injection::stop_at_finetune_step(self.step);
             // After an epoch's last step the epoch's own checkpoint comes first (`fit`).
-            let last = s as u64 + 1 == self.steps_per_epoch;
+            let last = s + 1 == self.steps_per_epoch;
             if !last && self.stop_requested() {
-                return Ok(EpochEnd::Stopped {
-                    steps: s as u64 + 1,
-                });
+                for queued in unread.drain(..) {
+                    self.read(queued, &mut sums, progress)?;
+                }
+                return Ok(EpochEnd::Stopped { steps: s + 1 });
             }
         }
+        for queued in unread.drain(..) {
+            self.read(queued, &mut sums, progress)?;
+        }
         Ok(EpochEnd::Done {
-            mean_loss: total / steps.max(1) as f64,
+            mean_loss: sums.total / sums.steps.max(1) as f64,
         })
+    }
+
+    /// A queued step's loss and gradient norm, read from the host (waiting for that step
+    /// alone); a non-finite one ends the run, naming the step.
+    fn read(
+        &self,
+        queued: QueuedStep,
+        sums: &mut LossSums,
+        progress: &mut impl FnMut(u64, f64),
+    ) -> Result<()> {
+        let values = self.readback.finish(queued.values)?;
+        // The read waited for the device, so the gradient sums are done or have failed.
+        self.reducer.check()?;
+        let mut loss_sum = [values[0]];
+        self.dist.all_reduce_f64(&mut loss_sum);
+        let (loss, norm) = (loss_sum[0] / queued.labelled.max(1.0), values[1]);
+        if !loss.is_finite() || !norm.is_finite() {
+            bail!(
+                "epoch {}, step {}: the loss is {loss} (gradient norm {norm})",
+                queued.epoch + 1,
+                queued.step_in_epoch + 1
+            );
+        }
+        sums.total += loss;
+        sums.steps += 1;
+        progress(queued.step, loss);
+        Ok(())
     }
 
     /// Whether any rank was signalled (every rank asks after every step).
@@ -171,15 +232,23 @@ impl<'a> Trainer<'a> {
         flag[0] > 0.0
     }
 
-    /// Forward and backward of this rank's share, the gradient all-reduce, and the global
-    /// loss and gradient norm, read from the device together: the step's one wait for it.
-    /// The loss is normalised by the global count (labelled tokens, or sequences), so the
-    /// summed gradients are the mean's.
-    fn train_step(&mut self, mine: &[&Input], epoch: u64, step: u64) -> Result<(f64, f64)> {
-        let mut counts = [mine.iter().map(|i| labelled(i)).sum::<usize>() as f64];
+    /// Forward and backward of this rank's share, the gradient all-reduce and the clipped
+    /// update, queued on the device, and the copy of its loss sum and gradient norm to the
+    /// host started. The loss is normalised by the global count (labelled tokens, or
+    /// sequences), so the summed gradients are the mean's. A rank whose loss is not finite
+    /// makes the gradient not finite too (one element, before the all-reduce), so that every
+    /// rank's device skips the update.
+    fn queue_step(
+        &mut self,
+        batch: StepBatch,
+        epoch: u64,
+        step: u64,
+        lr: f64,
+    ) -> Result<QueuedStep> {
+        let mut counts = [batch.labelled as f64];
         self.dist.all_reduce_f64(&mut counts);
         let mut loss_sum = Tensor::zeros([1], (Kind::Double, self.device));
-        if !mine.is_empty() {
+        if let Some(host) = batch.host {
             let seed = Rng::for_keys(&[
                 self.config.seed,
                 Stream::FinetuneDropout.key(),
@@ -189,7 +258,7 @@ impl<'a> Trainer<'a> {
             ])
             .next_u64();
             tch::manual_seed((seed & i64::MAX as u64) as i64);
-            let batch = self.collate(mine)?;
+            let batch = host.into_device(self.device)?;
             let logits = batch.logits(&self.model, true);
             let sum = match self.model.head {
                 Head::Span => span_loss_sum(&logits, &batch.targets, batch.mask.as_ref()),
@@ -198,71 +267,167 @@ impl<'a> Trainer<'a> {
             (&sum / counts[0].max(1.0)).backward();
             loss_sum = sum.detach().to_kind(Kind::Double).view([1]);
         }
+        tch::no_grad(|| {
+            // 0 * a finite sum adds exactly 0; 0 * inf or NaN adds NaN.
+            let poison = (&loss_sum * 0.0).to_kind(Kind::Float);
+            let _ = self.optimizer.flat.grad.narrow(0, 0, 1).g_add_(&poison);
+        });
         self.reducer
             .all_reduce(self.dist, &self.optimizer.flat.grad)?;
-        let norm = self.optimizer.grad_norm().to_kind(Kind::Double).view([1]);
-        let read = Vec::<f64>::try_from(Tensor::cat(&[loss_sum, norm], 0).to_device(Device::Cpu))?;
-        // The read waited for the device, so the gradient sums are done or have failed.
-        self.reducer.check()?;
-        let mut loss_sum = [read[0]];
-        self.dist.all_reduce_f64(&mut loss_sum);
-        Ok((loss_sum[0] / counts[0].max(1.0), read[1]))
-    }
-
-    /// The padded batch on the device: ids, segments, the attention mask (None when
-    /// unpadded), the targets (per position with padding IGNORED, per sequence, or each
-    /// sequence's start and end), and with `unpad` the packing of a padded batch's real
-    /// tokens.
-    fn collate(&self, inputs: &[&Input]) -> Result<Collated> {
-        let width = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(1);
-        let b = inputs.len();
-        let (mut ids, mut mask) = (vec![self.pad; b * width], vec![0i64; b * width]);
-        let mut segments = vec![0i64; b * width];
-        let tokens = self.model.head == Head::Token;
-        let mut targets = match self.model.head {
-            Head::Token => vec![IGNORED; b * width],
-            Head::Sequence => vec![0; b],
-            Head::Span => Vec::with_capacity(2 * b),
-        };
-        for (r, input) in inputs.iter().enumerate() {
-            for (j, &id) in input.input_ids.iter().enumerate() {
-                ids[r * width + j] = id;
-                mask[r * width + j] = 1;
-                if tokens {
-                    targets[r * width + j] = input.targets[j];
-                }
-            }
-            segments[r * width..r * width + input.token_type_ids.len()]
-                .copy_from_slice(&input.token_type_ids);
-            match self.model.head {
-                Head::Sequence => targets[r] = input.targets[0],
-                Head::Span => targets.extend_from_slice(&input.targets[..2]),
-                Head::Token => {}
-            }
-        }
-        let two_segments = inputs.iter().any(|i| !i.token_type_ids.is_empty());
-        let padded = inputs.iter().any(|i| i.input_ids.len() < width);
-        let shape = [b as i64, width as i64];
-        let to = |v: &[i64]| Tensor::from_slice(v).to_device(self.device);
-        let packing = match padded && self.config.unpad {
-            true => {
-                let lengths: Vec<usize> = inputs.iter().map(|i| i.input_ids.len()).collect();
-                Some(
-                    Packing::from_lengths(&lengths, width)
-                        .try_map(|t| Ok(t.to_device(self.device)))?,
-                )
-            }
-            false => None,
-        };
-        Ok(Collated {
-            ids: to(&ids).view(shape),
-            segments: two_segments.then(|| to(&segments).view(shape)),
-            mask: padded.then(|| to(&mask).view(shape)),
-            targets: to(&targets),
-            packing,
+        let norm = self.optimizer.grad_norm();
+        self.optimizer
+            .clip_and_step(&norm, self.config.max_grad_norm, lr)?;
+        self.optimizer.zero_grad();
+        let values = Tensor::cat(&[loss_sum, norm.to_kind(Kind::Double).view([1])], 0);
+        Ok(QueuedStep {
+            epoch,
+            step_in_epoch: step,
+            step: self.step + 1,
+            labelled: counts[0],
+            values: self.readback.start(&values)?,
         })
     }
 
+    fn collate_spec(&self) -> CollateSpec {
+        CollateSpec {
+            pad: self.pad,
+            head: self.model.head,
+            unpad: self.config.unpad,
+        }
+    }
+
+    /// A chunk of inputs on the device, for evaluation.
+    fn collate(&self, inputs: &[&Input]) -> Result<Collated> {
+        collate_host(self.collate_spec(), inputs, false)?.into_device(self.device)
+    }
+}
+
+/// What collating needs from the trainer, so that a side thread can do it.
+#[derive(Clone, Copy)]
+struct CollateSpec {
+    pad: i64,
+    head: Head,
+    unpad: bool,
+}
+
+/// One step's batch of this rank, collated on the host; `host` is None for a rank with no
+/// sequence in a small last batch.
+struct StepBatch {
+    labelled: usize,
+    host: Option<Collated>,
+}
+
+impl StepBatch {
+    fn collate(spec: CollateSpec, mine: &[&Input], pin: bool) -> Result<StepBatch> {
+        Ok(StepBatch {
+            labelled: mine.iter().map(|i| labelled(i)).sum(),
+            host: match mine.is_empty() {
+                true => None,
+                false => Some(collate_host(spec, mine, pin)?),
+            },
+        })
+    }
+}
+
+/// A step queued on the device, whose loss and norm are on their way to the host.
+struct QueuedStep {
+    epoch: u64,
+    step_in_epoch: u64,
+    /// The optimizer step it made (from 1, across epochs).
+    step: u64,
+    /// Labelled tokens (or sequences) of the global batch: the loss's divisor.
+    labelled: f64,
+    values: InFlight,
+}
+
+#[derive(Default)]
+struct LossSums {
+    total: f64,
+    steps: u64,
+}
+
+impl Collated {
+    /// On `device`; from pinned memory the copies do not block the host.
+    fn into_device(self, device: Device) -> Result<Collated> {
+        if device == Device::Cpu {
+            return Ok(self);
+        }
+        let to =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.f_to_device_(device, t.kind(), true, false)?) };
+        Ok(Collated {
+            ids: to(&self.ids)?,
+            segments: self.segments.as_ref().map(to).transpose()?,
+            mask: self.mask.as_ref().map(to).transpose()?,
+            targets: to(&self.targets)?,
+            packing: self.packing.as_ref().map(|p| p.try_map(to)).transpose()?,
+        })
+    }
+}
+
+/// The padded batch on the host: ids, segments, the attention mask (None when unpadded),
+/// the targets (per position with padding IGNORED, per sequence, or each sequence's start
+/// and end), and with `unpad` the packing of a padded batch's real tokens; in pinned
+/// memory when `pin` (for a GPU).
+fn collate_host(spec: CollateSpec, inputs: &[&Input], pin: bool) -> Result<Collated> {
+    let width = inputs.iter().map(|i| i.input_ids.len()).max().unwrap_or(1);
+    let b = inputs.len();
+    let (mut ids, mut mask) = (vec![spec.pad; b * width], vec![0i64; b * width]);
+    let mut segments = vec![0i64; b * width];
+    let tokens = spec.head == Head::Token;
+    let mut targets = match spec.head {
+        Head::Token => vec![IGNORED; b * width],
+        Head::Sequence => vec![0; b],
+        Head::Span => Vec::with_capacity(2 * b),
+    };
+    for (r, input) in inputs.iter().enumerate() {
+        for (j, &id) in input.input_ids.iter().enumerate() {
+            ids[r * width + j] = id;
+            mask[r * width + j] = 1;
+            if tokens {
+                targets[r * width + j] = input.targets[j];
+            }
+        }
+        segments[r * width..r * width + input.token_type_ids.len()]
+            .copy_from_slice(&input.token_type_ids);
+        match spec.head {
+            Head::Sequence => targets[r] = input.targets[0],
+            Head::Span => targets.extend_from_slice(&input.targets[..2]),
+            Head::Token => {}
+        }
+    }
+    let two_segments = inputs.iter().any(|i| !i.token_type_ids.is_empty());
+    let padded = inputs.iter().any(|i| i.input_ids.len() < width);
+    let shape = [b as i64, width as i64];
+    let host = |t: Tensor| -> Result<Tensor> {
+        match pin {
+            true => crate::runtime::pinned_memory::pin(&t),
+            false => Ok(t),
+        }
+    };
+    let to = |v: &[i64]| host(Tensor::from_slice(v));
+    let packing = match padded && spec.unpad {
+        true => {
+            let lengths: Vec<usize> = inputs.iter().map(|i| i.input_ids.len()).collect();
+            Some(Packing::from_lengths(&lengths, width).try_map(|t| host(t.shallow_clone()))?)
+        }
+        false => None,
+    };
+    Ok(Collated {
+        ids: to(&ids)?.view(shape),
+        segments: two_segments
+            .then(|| to(&segments))
+            .transpose()?
+            .map(|t| t.view(shape)),
+        mask: padded
+            .then(|| to(&mask))
+            .transpose()?
+            .map(|t| t.view(shape)),
+        targets: to(&targets)?,
+        packing,
+    })
+}
+
+impl Trainer<'_> {
     /// The logits of a chunk of inputs, padded to its longest: [inputs, width, labels]
     /// (tokens) or [inputs, labels] (sequences), on the device.
     fn chunk_logits(&self, chunk: &[Input]) -> Result<Tensor> {
