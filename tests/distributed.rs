@@ -104,9 +104,10 @@ fn two_ranks_with_b_train_as_one_rank_with_2b() {
 #[test]
 fn sums_overlapped_with_backward_equal_the_sums_after_it_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |name: &str, overlap: bool| {
+    let run = |name: &str, overlap: bool, extra: &[String]| {
         let out = tmp.path().join(name);
         let mut a = args(&out, 4, 12);
+        a.extend(extra.iter().cloned());
         // Four layers of 128, summed in 1 MiB buckets: four buckets, three of them
         // complete before the embeddings' gradients are; two micro-batches per step, so
         // the sums start only in the second one's backward pass.
@@ -123,8 +124,8 @@ fn sums_overlapped_with_backward_equal_the_sums_after_it_bit_for_bit() {
         let printed = stdout(&run_ok(mpirun(2).arg(biobert_path()).args(a)));
         (out, printed)
     };
-    let (after, _) = run("after", false);
-    let (overlapped, printed) = run("overlapped", true);
+    let (after, _) = run("after", false, &[]);
+    let (overlapped, printed) = run("overlapped", true, &[]);
     assert!(printed.contains("overlap: on, 4 buckets"), "{printed}");
     assert!(
         printed.contains("overlap: step 1 started 3 of 4 buckets' sums during its backward pass"),
@@ -143,6 +144,14 @@ fn sums_overlapped_with_backward_equal_the_sums_after_it_bit_for_bit() {
             |dir: &Path| std::fs::read(dir.join("checkpoints/step_00000010").join(file)).unwrap();
         assert!(read(&after) == read(&overlapped), "{file} differs");
     }
+    // Resumed with the sums overlapped: the hooks hold on the restored weights.
+    let from = overlapped.join("checkpoints/step_00000010");
+    let (resumed, _) = run(
+        "resumed",
+        true,
+        &["--resume".into(), from.display().to_string()],
+    );
+    assert_eq!(rows(&resumed), rows(&after)[10..]);
 }
 
 #[test]
