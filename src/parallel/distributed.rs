@@ -117,25 +117,8 @@ impl Distributed {
         if self.size == 1 {
             return;
         }
-        extern "C" {
-            fn biobert_mpi_in_place() -> *mut std::ffi::c_void;
-        }
         let _wait = collective_watchdog::waiting("the gradient all-reduce (MPI)");
-        for chunk in data.chunks_mut(i32::MAX as usize) {
-            // SAFETY: the chunk is a valid, exclusively borrowed f32 buffer of `len` elements;
-            // MPI_IN_PLACE (from the mpi.h rsmpi is built against) makes it both input and
-            // output; the communicator is this process's world.
-            unsafe {
-                mpi::ffi::MPI_Allreduce(
-                    biobert_mpi_in_place(),
-                    chunk.as_mut_ptr().cast(),
-                    chunk.len() as i32,
-                    mpi::ffi::RSMPI_FLOAT,
-                    mpi::ffi::RSMPI_SUM,
-                    self.world.as_raw(),
-                );
-            }
-        }
+        sum_f32_in_place_on(self.world.as_raw(), data);
     }
 
     /// Every rank's `value`, in rank order.
@@ -241,5 +224,28 @@ impl Distributed {
     /// Ends every rank of the job (MPI_Abort) after this rank's error was printed.
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
+    }
+}
+
+/// MPI_Allreduce(MPI_IN_PLACE, sum) of `data` over `comm`, in chunks that fit MPI's int
+/// count. MPI's default error handler ends the job on a failure.
+pub fn sum_f32_in_place_on(comm: mpi::ffi::MPI_Comm, data: &mut [f32]) {
+    extern "C" {
+        fn biobert_mpi_in_place() -> *mut std::ffi::c_void;
+    }
+    for chunk in data.chunks_mut(i32::MAX as usize) {
+        // SAFETY: the chunk is a valid, exclusively borrowed f32 buffer of `len` elements;
+        // MPI_IN_PLACE (from the mpi.h rsmpi is built against) makes it both input and
+        // output; `comm` is a live communicator of this process.
+        unsafe {
+            mpi::ffi::MPI_Allreduce(
+                biobert_mpi_in_place(),
+                chunk.as_mut_ptr().cast(),
+                chunk.len() as i32,
+                mpi::ffi::RSMPI_FLOAT,
+                mpi::ffi::RSMPI_SUM,
+                comm,
+            );
+        }
     }
 }

@@ -30,6 +30,7 @@ use mpi::topology::SimpleCommunicator;
 use tch::{Kind, Tensor};
 
 use crate::parallel::collective_watchdog;
+use crate::parallel::distributed::sum_f32_in_place_on;
 use crate::parallel::gradient_all_reduce::NcclReducer;
 use crate::parallel::gradient_buckets::{BucketPlan, BucketProgress};
 use crate::runtime::grad_hooks::GradHooks;
@@ -241,7 +242,7 @@ unsafe impl Send for Span {}
 pub struct MpiWorker {
     base: usize,
     jobs: Option<Sender<Vec<Span>>>,
-    done: Receiver<Result<(), String>>,
+    done: Receiver<()>,
     thread: Option<JoinHandle<()>>,
     /// The duplicate communicator the thread uses; freed after the thread ends.
     _comm: SimpleCommunicator,
@@ -260,7 +261,8 @@ impl MpiWorker {
             .spawn(move || {
                 let raw = raw;
                 while let Ok(spans) = inbox.recv() {
-                    if report.send(sum_spans(&spans, raw.0)).is_err() {
+                    sum_spans(&spans, raw.0);
+                    if report.send(()).is_err() {
                         return;
                     }
                 }
@@ -296,8 +298,7 @@ impl MpiWorker {
         for _ in 0..buckets {
             self.done
                 .recv()
-                .context("gradient all-reduce: the summing thread has ended")?
-                .map_err(anyhow::Error::msg)?;
+                .context("gradient all-reduce: the summing thread has ended")?;
         }
         Ok(())
     }
@@ -318,32 +319,12 @@ struct SendComm(mpi::ffi::MPI_Comm);
 // trainer's MPI calls as described at the top.
 unsafe impl Send for SendComm {}
 
-/// MPI_Allreduce(MPI_IN_PLACE) over each span, in chunks that fit MPI's int count.
-fn sum_spans(spans: &[Span], comm: mpi::ffi::MPI_Comm) -> Result<(), String> {
-    extern "C" {
-        fn biobert_mpi_in_place() -> *mut std::ffi::c_void;
-    }
+/// Sums each span across the ranks, in place.
+fn sum_spans(spans: &[Span], comm: mpi::ffi::MPI_Comm) {
     for span in spans {
-        let mut done = 0usize;
-        while done < span.count {
-            let n = (span.count - done).min(i32::MAX as usize);
-            // SAFETY: the span lies in the live gradient buffer, which nothing else touches
-            // until this bucket is reported done; MPI_IN_PLACE makes it input and output.
-            let rc = unsafe {
-                mpi::ffi::MPI_Allreduce(
-                    biobert_mpi_in_place(),
-                    span.start.wrapping_add(done).cast(),
-                    n as i32,
-                    mpi::ffi::RSMPI_FLOAT,
-                    mpi::ffi::RSMPI_SUM,
-                    comm,
-                )
-            };
-            if rc != 0 {
-                return Err(format!("gradient all-reduce: MPI_Allreduce failed ({rc})"));
-            }
-            done += n;
-        }
+        // SAFETY: the span lies in the live gradient buffer, which nothing else reads or
+        // writes until this bucket is reported done.
+        let data = unsafe { std::slice::from_raw_parts_mut(span.start, span.count) };
+        sum_f32_in_place_on(comm, data);
     }
-    Ok(())
 }

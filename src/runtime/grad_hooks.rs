@@ -34,7 +34,7 @@ pub type OnReady = Arc<dyn Fn(usize) + Send + Sync>;
 pub struct GradHooks {
     handle: *mut c_void,
     /// Boxed so that its address, which the hooks hold, stays put.
-    on_ready: Box<OnReady>,
+    _on_ready: Box<OnReady>,
 }
 
 impl GradHooks {
@@ -62,7 +62,10 @@ impl GradHooks {
             // SAFETY: a null handle comes with a message from the shim.
             bail!("gradient hooks: {}", unsafe { shim_message::take(error) });
         }
-        Ok(GradHooks { handle, on_ready })
+        Ok(GradHooks {
+            handle,
+            _on_ready: on_ready,
+        })
     }
 }
 
@@ -71,7 +74,6 @@ impl Drop for GradHooks {
         // SAFETY: the handle came from a successful register and is freed once; after this
         // no hook refers to `on_ready`, which is dropped next.
         unsafe { biobert_grad_hooks_free(self.handle) };
-        let _ = &self.on_ready;
     }
 }
 
