@@ -13,6 +13,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim/profiler.cpp");
     println!("cargo:rerun-if-changed=src/shim/grad_hooks.cpp");
     println!("cargo:rerun-if-changed=src/shim/mpi_in_place.c");
+    println!("cargo:rerun-if-changed=src/shim/fused_elementwise.cuh");
+    println!("cargo:rerun-if-changed=src/shim/fused_elementwise_host.cpp");
     if let Ok(dir) = std::env::var("BIOBERT_TORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }
@@ -33,6 +35,14 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
         .compile("biobert_shim");
+    // The host build of the fused kernels' device functions, for the tests (no libtorch).
+    cc::Build::new()
+        .cpp(true)
+        .file("src/shim/fused_elementwise_host.cpp")
+        .flag("-std=c++17")
+        .flag("-fno-fast-math")
+        .flag("-ffp-contract=off")
+        .compile("biobert_fused_host");
     // MPI_IN_PLACE from the mpi.h that rsmpi (mpi-sys) builds against, found the same way.
     let mpi = build_probe_mpi::probe()
         .unwrap_or_else(|e| panic!("MPI not found ({e:?}): run ./launch/setup.sh once"));

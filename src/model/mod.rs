@@ -5,6 +5,7 @@ pub mod bert;
 pub mod bert_config;
 pub mod flash_attention;
 pub mod flops;
+pub mod fused_elementwise;
 pub mod hf_checkpoint;
 pub mod hf_folder;
 pub mod packing;
