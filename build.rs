@@ -15,6 +15,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim/mpi_in_place.c");
     println!("cargo:rerun-if-changed=src/shim/fused_elementwise.cuh");
     println!("cargo:rerun-if-changed=src/shim/fused_elementwise_host.cpp");
+    println!("cargo:rerun-if-changed=src/shim/fused_elementwise.cpp");
     if let Ok(dir) = std::env::var("BIOBERT_TORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }
@@ -29,6 +30,7 @@ fn main() {
         .file("src/shim/flash_attention.cpp")
         .file("src/shim/profiler.cpp")
         .file("src/shim/grad_hooks.cpp")
+        .file("src/shim/fused_elementwise.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")

@@ -44,10 +44,10 @@ fn stage_then_check_throughput_and_levers_in_cpu_mode() {
     let check = run_ok(&mut script("check.sh", "check"));
     let text = stdout(&check);
     let summary = text.rsplit("=== summary").next().unwrap();
-    assert_eq!(summary.matches("passed").count(), 12, "{text}");
+    assert_eq!(summary.matches("passed").count(), 13, "{text}");
     assert!(!summary.contains("failed"), "{text}");
     let results = std::fs::read_to_string(dir.path().join("check/results.jsonl")).unwrap();
-    assert_eq!(results.lines().count(), 12);
+    assert_eq!(results.lines().count(), 13);
 
     let throughput = run_ok(&mut script("throughput.sh", "throughput"));
     let text = stdout(&throughput);
@@ -75,6 +75,7 @@ fn stage_then_check_throughput_and_levers_in_cpu_mode() {
     for row in [
         "| QKV split + a step without host waits (always on) | 64 x 8 |",
         "| `train.unpad` | 128 x 4 |",
+        "| `train.fused_elementwise` (over unpad) | 128 x 4 | +6-10% | not run (GPUs only) |",
         "| GPU busy in 3 profiled steps (unpad) | 64 x 8 | 97% or more | n/a (CPU trace);",
         "| micro-batch 2 (unpad) | 128 x 2 |",
         "| micro-batch 8 (unpad) | 128 x 8 |",

@@ -584,4 +584,13 @@ fn settings_without_effect_are_said_and_a_refused_run_leaves_nothing() {
         "data.max_seq_len = 256 exceeds the model's max_position_embeddings 128",
     );
     assert!(!refused.exists(), "{} was left behind", refused.display());
+    // The fused kernels need a GPU: refused in one line, never ignored.
+    fails_with(
+        &mut pretrain(
+            &refused,
+            &["--max-steps", "6", "--set", "train.fused_elementwise=true"],
+        ),
+        "train.fused_elementwise: the fused kernels need a CUDA device; this run is on the CPU",
+    );
+    assert!(!refused.exists(), "{} was left behind", refused.display());
 }

@@ -23,6 +23,10 @@
 #     follows the fp32 loss over 200 steps (20-step means within 0.1)             ~35 s
 #  9. BERT-base, seq 128, bf16, dropout off: packed batches (train.unpad, attention
 #     through the variable-length flash kernel) give the padded run's losses (0.05) ~20 s
+# 10. BERT-base, seq 128, bf16: the fused element-wise kernels (train.fused_elementwise)
+#     pass their start-up check and give the unfused losses (dropout off 0.05; dropout on,
+#     50 steps, 10-step means within 0.1)                                            ~60 s
+# (with the doctor's three lines and the overlap check: 13 checks in the summary)
 #
 # Everything goes to $BENCH_OUT (default /tmp/biobert-gpu-check): each command's full log,
 # and results.json (each check: passed or not, seconds, its numbers). The last lines
@@ -214,6 +218,38 @@ unpad_matches_padded() {
   "$PYTHON" bench/gpu/compare.py losses "$WORK/unpad-false" "$WORK/unpad-true" 0.05
 }
 check "BERT-base seq 128, bf16, dropout off: packed batches (train.unpad) = padded" unpad_matches_padded
+
+# The fused element-wise kernels (train.fused_elementwise): on a GPU, BERT-base in bf16 with
+# a bf16 residual stream, the run's start-up self-check passes (the line says so), the
+# losses equal the unfused run's with dropout off (0.05, as packed = padded), and with
+# dropout on (other masks: the kernels draw from Philox) their 10-step means stay within
+# 0.1 over 50 steps. On the CPU the setting is refused in one line.
+fused_matches_unfused() {
+  if [ "$MODE" = cpu ]; then
+    ! "$BIN/biobert" pretrain "${TINY[@]}" --out "$WORK/fused-cpu" --max-steps 6 \
+      --set train.fused_elementwise=true 2> "$WORK/fused-cpu.err" || return 1
+    cat "$WORK/fused-cpu.err"
+    grep -q "^error: train.fused_elementwise: the fused kernels need a CUDA device" "$WORK/fused-cpu.err"
+    return
+  fi
+  local dropout
+  for dropout in 0.0 0.1; do
+    local steps=$STEPS every=5 tolerance=0.05
+    [ "$dropout" = 0.0 ] || { steps=50; every=10; tolerance=0.1; }
+    for f in false true; do
+      "$BIN/biobert" pretrain "${BASE[@]}" --data "$WORK/corpus" --device "$DEVICE" \
+        --out "$WORK/fused-$dropout-$f" --max-steps "$steps" --set data.max_seq_len=128 \
+        --set data.max_predictions_per_seq=20 --set train.precision=bf16 --set train.bf16_residual=true \
+        --set train.fused_elementwise=$f --set model.hidden_dropout_prob=$dropout \
+        --set model.attention_probs_dropout_prob=$dropout --set train.warmup_steps=10 \
+        --set train.learning_rate=1e-4 --set log.every=$every --set log.eval_every=0 \
+        --set checkpoint.every=0 --set checkpoint.at_end=false | tee "$WORK/fused-$dropout-$f.out" || return 1
+    done
+    grep "^fused element-wise kernels: .*checked on the GPU" "$WORK/fused-$dropout-true.out" || return 1
+    "$PYTHON" bench/gpu/compare.py losses "$WORK/fused-$dropout-false" "$WORK/fused-$dropout-true" "$tolerance" || return 1
+  done
+}
+check "BERT-base seq 128, bf16: fused element-wise kernels = unfused (dropout off 0.05; on, 10-step means 0.1)" fused_matches_unfused
 
 echo
 echo "=== summary ($MODE mode, $(date -u +%FT%TZ), results in $OUT/results.jsonl)"

@@ -19,6 +19,9 @@ PREDICTED = {
     # the QKV split's +5-9% (seq 128) and +3-5% (seq 512), with +1-3% for the host waits
     "split": {128: (6, 12), 512: (4, 8)},
     "unpad": {128: (8, 12), 512: (25, 30)},
+    # over unpad: the element-wise passes of bias + dropout + residual + LayerNorm (twice a
+    # layer) and bias + GELU, forward and backward, each one kernel
+    "fused": {128: (6, 10), 512: (4, 7)},
 }
 BUSY_PREDICTED = 97.0
 # 40% of an H200's measured bf16 matmul rate (~775 TFLOP/s), in model FLOPs.
@@ -71,6 +74,15 @@ def main():
         print(f"| `train.unpad` | {label} | {predicted('unpad', seq)} | {main_unpad['seq_per_s']:,.0f} seq/s "
               f"({pct(gain)}), peak {main_unpad['peak_mib']} MiB | the default becomes true if "
               f"+3% or more at both shapes |")
+        fused = next((r for r in shape if r["name"] == "bf16 residual, unpad, fused"), None)
+        if fused:
+            print(f"| `train.fused_elementwise` (over unpad) | {label} | {predicted('fused', seq)} | "
+                  f"{fused['seq_per_s']:,.0f} seq/s ({pct(fused['seq_per_s'] / main_unpad['seq_per_s'])}), "
+                  f"peak {fused['peak_mib']} MiB | the default becomes true if +3% or more at both "
+                  f"shapes and check.sh's fused check passes |")
+        else:
+            print(f"| `train.fused_elementwise` (over unpad) | {label} | {predicted('fused', seq)} | "
+                  f"not run ({'failed' if gpu else 'GPUs only'}) | |")
         summary_path = os.path.join(out, f"trace-{seq}.json")
         if os.path.exists(summary_path):
             s = json.load(open(summary_path))

@@ -135,6 +135,11 @@ pub struct TrainConfig {
     /// (CUDA, bf16; masked attention on the padded layout elsewhere). The losses are those
     /// of the padded batch; only the dropout draws differ, their masks having another shape.
     pub unpad: bool,
+    /// Bias + dropout + residual + LayerNorm, and bias + GELU, each as one kernel forward
+    /// and one backward (compiled by NVRTC for the run's GPU, checked there against the
+    /// unfused operations at start-up) instead of libtorch's separate element-wise kernels.
+    /// CUDA only: refused elsewhere. Dropout draws differ from the unfused path's.
+    pub fused_elementwise: bool,
     /// What a NaN or infinite loss does: "stop" or "skip" the step.
     pub on_nan: OnNan,
     /// With on_nan = "skip": this many skipped steps in a row stop the run (the model or
@@ -171,6 +176,7 @@ impl Default for TrainConfig {
             precision: Precision::Auto,
             bf16_residual: false,
             unpad: false,
+            fused_elementwise: false,
             on_nan: OnNan::Stop,
             max_skipped_steps: 10,
             device: DeviceRequest::Auto,

@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 
 use crate::model::bert_config::BertConfig;
 use crate::model::flash_attention;
+use crate::model::fused_elementwise::FusedKernels;
 use crate::model::packing::Packing;
 
 fn linear(p: nn::Path, in_dim: i64, out_dim: i64, std: f64) -> nn::Linear {
@@ -87,6 +88,9 @@ pub struct Bert {
     /// `compute`, `BFloat16` (as Megatron-LM trains in bf16: half the activation memory and
     /// traffic; LayerNorm still accumulates its statistics in fp32).
     pub activations: Kind,
+    /// Bias + dropout + residual + LayerNorm and bias + GELU as fused kernels
+    /// (`train.fused_elementwise`), loaded and checked on the run's GPU.
+    pub fused: Option<FusedKernels>,
     embeddings: Embeddings,
     layers: Vec<Layer>,
     pooler: nn::Linear,
@@ -199,6 +203,7 @@ impl Bert {
             config: config.clone(),
             compute: Kind::Float,
             activations: Kind::Float,
+            fused: None,
             embeddings,
             layers,
             pooler,
@@ -387,6 +392,9 @@ impl Bert {
     }
 
     fn layer(&self, l: &Layer, x: &Tensor, attend: &Attend<'_>, train: bool) -> Tensor {
+        if let Some(kernels) = &self.fused {
+            return self.layer_fused(kernels, l, x, attend, train);
+        }
         let c = &self.config;
         // One fused QKV product instead of three (the weights stay separate tensors under
         // their Hugging Face names; autograd splits the gradient back).
@@ -407,6 +415,71 @@ impl Bert {
             .lin(&l.output, &inner)
             .dropout(c.hidden_dropout_prob, train);
         self.norm(&l.output_norm, &(out + attended))
+    }
+
+    /// `layer` with its element-wise work in the fused kernels: each product runs without
+    /// its bias, which the kernel after it adds (with dropout, the residual and LayerNorm,
+    /// or with GELU). The kernels were checked on this GPU when they were loaded, for
+    /// these dtypes and this width, so a failure here is a CUDA fault, on which libtorch's
+    /// own operations panic through tch alike.
+    fn layer_fused(
+        &self,
+        k: &FusedKernels,
+        l: &Layer,
+        x: &Tensor,
+        attend: &Attend<'_>,
+        train: bool,
+    ) -> Tensor {
+        let c = &self.config;
+        let (attention_p, hidden_p) = match train {
+            true => (c.attention_probs_dropout_prob, c.hidden_dropout_prob),
+            false => (0.0, 0.0),
+        };
+        let qkv = self.lin_fused(&[&l.query, &l.key, &l.value], x);
+        let context = self.attention(&qkv, attend, attention_p);
+        let a = self.activations;
+        let norm = |product: &Tensor, linear: &nn::Linear, n: &nn::LayerNorm, residual: &Tensor| {
+            let (gamma, beta) = (n.ws.as_ref(), n.bs.as_ref());
+            let (Some(bias), Some(gamma), Some(beta)) = (linear.bs.as_ref(), gamma, beta) else {
+                unreachable!("BERT's products and LayerNorms all have their biases");
+            };
+            k.layer_norm(
+                &product.to_kind(a),
+                bias,
+                &residual.to_kind(a),
+                gamma,
+                beta,
+                hidden_p,
+                c.layer_norm_eps,
+            )
+            .unwrap_or_else(|e| panic!("{e:#}"))
+        };
+        let attended = norm(
+            &self.product(&l.attention_output, &context),
+            &l.attention_output,
+            &l.attention_norm,
+            x,
+        );
+        let intermediate_bias = l
+            .intermediate
+            .bs
+            .as_ref()
+            .expect("BERT's products have biases");
+        let inner = k
+            .bias_gelu(&self.product(&l.intermediate, &attended), intermediate_bias)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        norm(
+            &self.product(&l.output, &inner),
+            &l.output,
+            &l.output_norm,
+            &attended,
+        )
+    }
+
+    /// A linear layer's product without its bias, in the compute dtype.
+    fn product(&self, l: &nn::Linear, x: &Tensor) -> Tensor {
+        let c = self.compute;
+        x.to_kind(c).linear(&l.ws.to_kind(c), None::<Tensor>)
     }
 
     /// The MLM head on hidden states [.., hidden]: vocabulary logits [.., vocab].
@@ -525,6 +598,56 @@ mod tests {
         let (masked, unmasked) = (encode(Some(&ones)), encode(None));
         let diff = (masked - unmasked).abs().max().double_value(&[]);
         assert!(diff < 1e-6, "{diff}");
+    }
+
+    /// The fused layer, with the kernels' unfused reference behind them, equals the layer:
+    /// each product's bias goes where the unfused layer adds it, and each LayerNorm gets
+    /// its own residual. Outputs and every parameter's gradient, fp32 and bf16 activations.
+    #[test]
+    fn the_fused_layer_adds_each_bias_where_the_unfused_layer_does() {
+        let (vs, mut bert) = tiny();
+        let ids = Tensor::randint(50, [3, 9], (Kind::Int64, tch::Device::Cpu));
+        let types = ids.zeros_like();
+        let batch = Batch {
+            input_ids: &ids,
+            token_type_ids: &types,
+            attention_mask: None,
+            packing: None,
+        };
+        let vars = vs.trainable_variables();
+        let run = |bert: &Bert| {
+            let out = bert.encode(&batch, false, false);
+            let loss = (out.sequence.to_kind(Kind::Float) * 0.01)
+                .sin()
+                .sum(Kind::Float)
+                + out.pooled.to_kind(Kind::Float).sum(Kind::Float);
+            let grads = Tensor::run_backward(&[&loss], &vars, false, false);
+            (out.sequence.to_kind(Kind::Float), grads)
+        };
+        for (compute, tolerance) in [(Kind::Float, 1e-5), (Kind::BFloat16, 2e-2)] {
+            bert.compute = compute;
+            bert.activations = compute;
+            bert.fused = None;
+            let (want, want_grads) = run(&bert);
+            bert.fused = Some(FusedKernels::host_reference());
+            let (got, got_grads) = run(&bert);
+            let scale = want.abs().max().double_value(&[]).max(1.0);
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < tolerance * scale, "{compute:?} output: {diff}");
+            for (g, w) in got_grads.iter().zip(&want_grads) {
+                // The heads are not in the encoder's graph.
+                assert_eq!(g.defined(), w.defined());
+                if !w.defined() {
+                    continue;
+                }
+                let scale = w.abs().max().double_value(&[]).max(1e-3);
+                let diff = (g - w).abs().max().double_value(&[]);
+                assert!(
+                    diff < tolerance * scale * 10.0,
+                    "{compute:?} gradient: {diff} of {scale}"
+                );
+            }
+        }
     }
 
     #[test]

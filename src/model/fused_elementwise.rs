@@ -6,6 +6,36 @@
 //! of the same header (`fused_elementwise_host.cpp`) lets the tests check the arithmetic
 //! against libtorch's unfused operations without a GPU.
 
+use std::ffi::{c_char, c_void};
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::runtime::cuda_driver::CudaDriver;
+use crate::runtime::nvrtc::Nvrtc;
+use crate::runtime::{shim_message, torch_runtime};
+
+extern "C" {
+    fn biobert_fused_register(launch_fn: *const c_void, functions: *const *mut c_void);
+    fn biobert_fused_layer_norm(
+        x: *const c_void,
+        bias: *const c_void,
+        residual: *const c_void,
+        gamma: *const c_void,
+        beta: *const c_void,
+        p: f64,
+        key: i64,
+        eps: f64,
+        message: *mut *mut c_char,
+    ) -> *mut c_void;
+    fn biobert_fused_bias_gelu(
+        z: *const c_void,
+        bias: *const c_void,
+        message: *mut *mut c_char,
+    ) -> *mut c_void;
+}
+
 /// The kernels' CUDA source, compiled at run time.
 pub const SOURCE: &str = include_str!("../shim/fused_elementwise.cuh");
 
@@ -42,12 +72,258 @@ pub fn hidden_size_fits(hidden: i64) -> Result<(), String> {
     Ok(())
 }
 
+/// The kernels, loaded for one GPU and checked there against the unfused operations.
+#[derive(Clone, Copy)]
+pub struct FusedKernels {
+    /// What was compiled and checked, for the start-up line.
+    pub description: &'static str,
+    /// The same operations unfused, in libtorch, on any device: for the tests of the
+    /// encoder's fused layer on hosts without a GPU.
+    host_reference: bool,
+}
+
+/// Loaded once per process: NVRTC's PTX in the primary context, the handles in the shim.
+static LOADED: OnceLock<Result<String, String>> = OnceLock::new();
+
+impl FusedKernels {
+    /// Compiles the kernels for `device`'s GPU, loads them and checks them on it, for a
+    /// model of width `hidden` whose hidden states are `activations`; the reason when they
+    /// cannot be used (a CPU, no NVRTC, a width the kernels do not take, a failed check).
+    pub fn load(device: Device, hidden: i64, activations: Kind) -> Result<FusedKernels, String> {
+        let Device::Cuda(ordinal) = device else {
+            return Err("the fused kernels need a CUDA device; this run is on the CPU".into());
+        };
+        hidden_size_fits(hidden)?;
+        let loaded = LOADED.get_or_init(|| compile_and_register(ordinal));
+        let description = loaded.clone()?;
+        self_check(device, hidden, Kind::Float)?;
+        if activations == Kind::BFloat16 {
+            self_check(device, hidden, Kind::BFloat16)?;
+        }
+        Ok(FusedKernels {
+            description: Box::leak(description.into_boxed_str()),
+            host_reference: false,
+        })
+    }
+
+    /// The unfused operations behind the fused kernels' interface (tests only).
+    #[cfg(test)]
+    pub fn host_reference() -> FusedKernels {
+        FusedKernels {
+            description: "libtorch's unfused operations",
+            host_reference: true,
+        }
+    }
+
+    /// LayerNorm(residual + dropout(x + bias)) over the last dimension: `x` and `residual`
+    /// in one storage type (f32 or bf16), `bias`, `gamma`, `beta` the fp32 parameters.
+    /// The dropout mask's key comes from libtorch's CPU generator, which the trainer seeds
+    /// per micro-batch from the run's keyed streams.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        residual: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        p: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        if self.host_reference {
+            let s = (x + bias).to_kind(x.kind()).dropout(p, p > 0.0) + residual;
+            let n = s.to_kind(Kind::Float).layer_norm(
+                [x.size()[x.dim() - 1]],
+                Some(gamma),
+                Some(beta),
+                eps,
+                false,
+            );
+            return Ok(n.to_kind(x.kind()));
+        }
+        let key = if p > 0.0 { next_key() } else { 0 };
+        let (x, residual) = (x.contiguous(), residual.contiguous());
+        let h = |t: &Tensor| t.as_ptr() as *const c_void;
+        let mut message: *mut c_char = std::ptr::null_mut();
+        // SAFETY: live tch handles; the shim returns a new handle we own, or null and a
+        // malloc'd message, and catches every C++ exception.
+        let out = unsafe {
+            biobert_fused_layer_norm(
+                h(&x),
+                h(bias),
+                h(&residual),
+                h(gamma),
+                h(beta),
+                p,
+                key,
+                eps,
+                &mut message,
+            )
+        };
+        take(out, message, "fused LayerNorm")
+    }
+
+    /// gelu(z + bias), erf form: `z` f32 or bf16, `bias` the fp32 parameter.
+    pub fn bias_gelu(&self, z: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        if self.host_reference {
+            return Ok((z + bias).to_kind(z.kind()).gelu("none"));
+        }
+        let z = z.contiguous();
+        let mut message: *mut c_char = std::ptr::null_mut();
+        // SAFETY: as in layer_norm.
+        let out = unsafe {
+            biobert_fused_bias_gelu(
+                z.as_ptr() as *const c_void,
+                bias.as_ptr() as *const c_void,
+                &mut message,
+            )
+        };
+        take(out, message, "fused bias + GELU")
+    }
+}
+
+fn take(out: *mut c_void, message: *mut c_char, what: &str) -> Result<Tensor> {
+    if out.is_null() {
+        // SAFETY: the shim set `message` when it returned null.
+        return Err(anyhow!("{what}: {}", unsafe {
+            shim_message::take(message)
+        }));
+    }
+    // SAFETY: a fresh at::Tensor* allocated with new, as tch's own handles are.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+/// A dropout key from libtorch's CPU generator (seeded per micro-batch by the trainer).
+fn next_key() -> i64 {
+    Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0])
+}
+
+/// NVRTC's PTX for the GPU at `ordinal`, loaded into libtorch's primary context, the
+/// handles given to the shim. The driver stays open for the life of the process.
+fn compile_and_register(ordinal: usize) -> Result<String, String> {
+    // libtorch makes its primary context current on this thread.
+    let _ = Tensor::zeros([1], (Kind::Float, Device::Cuda(ordinal)));
+    let driver: &'static CudaDriver = Box::leak(Box::new(CudaDriver::open()?));
+    let info = driver
+        .devices()?
+        .into_iter()
+        .nth(ordinal)
+        .ok_or_else(|| format!("no CUDA device {ordinal}"))?;
+    let nvrtc = Nvrtc::open(torch_runtime::loaded_torch_lib_dir().as_deref())?;
+    let (major, minor) = nvrtc.version()?;
+    let cc = info.compute_capability;
+    let ptx = nvrtc.ptx(SOURCE, "fused_elementwise.cuh", cc)?;
+    let module = driver.load_module(&ptx)?;
+    let functions = KERNELS
+        .iter()
+        .map(|k| driver.function(module, k))
+        .collect::<Result<Vec<_>, String>>()?;
+    // SAFETY: the launch entry and the handles live as long as the leaked driver (the
+    // process); the shim copies the eight pointers.
+    unsafe { biobert_fused_register(driver.launch_kernel_entry()?, functions.as_ptr()) };
+    Ok(format!(
+        "compiled by NVRTC {major}.{minor} for compute capability {}.{} ({})",
+        cc.0, cc.1, info.name
+    ))
+}
+
+/// The fused operations against the unfused ones on the GPU, forward and backward, in
+/// `kind` storage, with dropout off (then one call with dropout on: the share it drops).
+fn self_check(device: Device, hidden: i64, kind: Kind) -> Result<(), String> {
+    let fail = |what: &str, e: String| {
+        format!("the fused kernels' check on the GPU failed ({kind:?}, {what}): {e}")
+    };
+    let kernels = FusedKernels {
+        description: "",
+        host_reference: false,
+    };
+    let rows = 96;
+    let opts = (Kind::Float, device);
+    let leaf = |t: Tensor| t.set_requires_grad(true);
+    let x = leaf(Tensor::randn([rows, hidden], opts).to_kind(kind));
+    let residual = leaf(Tensor::randn([rows, hidden], opts).to_kind(kind));
+    let bias = leaf(Tensor::randn([hidden], opts));
+    let gamma = leaf(Tensor::randn([hidden], opts) * 0.1 + 1.0);
+    let beta = leaf(Tensor::randn([hidden], opts));
+    let dy = Tensor::randn([rows, hidden], opts).to_kind(kind);
+    let params = [&x, &bias, &residual, &gamma, &beta];
+    let grads = |y: &Tensor| -> Vec<Tensor> {
+        let loss = (y.to_kind(Kind::Float) * dy.to_kind(Kind::Float)).sum(Kind::Float);
+        Tensor::run_backward(&[loss], &params, false, false)
+            .iter()
+            .map(|g| g.to_kind(Kind::Float))
+            .collect()
+    };
+    let s = (x.to_kind(Kind::Float) + &bias + residual.to_kind(Kind::Float)).to_kind(kind);
+    let unfused = s
+        .to_kind(Kind::Float)
+        .layer_norm([hidden], Some(&gamma), Some(&beta), 1e-12, false)
+        .to_kind(kind);
+    let want = grads(&unfused);
+    let fused = kernels
+        .layer_norm(&x, &bias, &residual, &gamma, &beta, 0.0, 1e-12)
+        .map_err(|e| fail("LayerNorm", e.to_string()))?;
+    compare("LayerNorm output", &fused, &unfused, kind).map_err(|e| fail("LayerNorm", e))?;
+    let got = grads(&fused);
+    for (name, (g, w)) in ["x", "bias", "residual", "gamma", "beta"]
+        .iter()
+        .zip(got.iter().zip(&want))
+    {
+        compare(&format!("LayerNorm gradient of {name}"), g, w, kind)
+            .map_err(|e| fail("LayerNorm", e))?;
+    }
+    let dropped = kernels
+        .layer_norm(&x, &bias, &residual, &gamma, &beta, 0.1, 1e-12)
+        .map_err(|e| fail("LayerNorm with dropout", e.to_string()))?;
+    let dx = grads(&dropped)[0].shallow_clone();
+    let share = f64::try_from(dx.eq(0.0).to_kind(Kind::Float).mean(Kind::Float)).unwrap_or(-1.0);
+    if !(0.07..=0.13).contains(&share) {
+        return Err(fail(
+            "dropout",
+            format!("dropped {share:.3} of the elements, not 0.1"),
+        ));
+    }
+    let z = leaf(Tensor::randn([rows, 4 * hidden], opts).to_kind(kind) * 3.0);
+    let zb = leaf(Tensor::randn([4 * hidden], opts));
+    let dy = Tensor::randn([rows, 4 * hidden], opts);
+    let run = |y: &Tensor| -> (Tensor, Tensor) {
+        let loss = (y.to_kind(Kind::Float) * &dy).sum(Kind::Float);
+        let g = Tensor::run_backward(&[loss], &[&z, &zb], false, false);
+        (g[0].to_kind(Kind::Float), g[1].shallow_clone())
+    };
+    let unfused = (z.to_kind(Kind::Float) + &zb)
+        .to_kind(kind)
+        .to_kind(Kind::Float)
+        .gelu("none")
+        .to_kind(kind);
+    let (want_z, want_b) = run(&unfused);
+    let fused = kernels
+        .bias_gelu(&z, &zb)
+        .map_err(|e| fail("GELU", e.to_string()))?;
+    compare("GELU output", &fused, &unfused, kind).map_err(|e| fail("GELU", e))?;
+    let (got_z, got_b) = run(&fused);
+    compare("GELU gradient of z", &got_z, &want_z, kind).map_err(|e| fail("GELU", e))?;
+    compare("GELU gradient of the bias", &got_b, &want_b, kind).map_err(|e| fail("GELU", e))?;
+    Ok(())
+}
+
+/// Equal within `kind`'s rounding, relative to the reference's scale.
+fn compare(what: &str, got: &Tensor, want: &Tensor, kind: Kind) -> Result<(), String> {
+    let tolerance = if kind == Kind::BFloat16 { 3e-2 } else { 1e-4 };
+    let (got, want) = (got.to_kind(Kind::Float), want.to_kind(Kind::Float));
+    let scale = f64::try_from(want.abs().max()).unwrap_or(f64::NAN).max(1.0);
+    let diff = f64::try_from((&got - &want).abs().max()).unwrap_or(f64::NAN);
+    if diff.is_nan() || diff > tolerance * scale {
+        return Err(format!("{what} differs by {diff:.3e} (scale {scale:.3e})"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::nvrtc::Nvrtc;
     use crate::runtime::torch_runtime;
-    use tch::{Device, Kind, Tensor};
 
     // The host build of the device functions (src/shim/fused_elementwise_host.cpp).
     extern "C" {
@@ -372,6 +648,14 @@ mod tests {
             e.contains("broken.cu") && e.contains("undefined_name"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_cpu_is_refused_with_the_reason() {
+        let e = FusedKernels::load(Device::Cpu, 768, Kind::Float)
+            .err()
+            .unwrap();
+        assert!(e.contains("CUDA device"), "{e}");
     }
 
     #[test]

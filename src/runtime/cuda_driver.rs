@@ -2,7 +2,7 @@
 //! capability), loaded at run time from libcuda.so.1 so that CPU hosts need nothing.
 
 use libloading::{Library, Symbol};
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 type CuResult = c_int;
 const CUDA_SUCCESS: CuResult = 0;
@@ -103,6 +103,43 @@ impl CudaDriver {
             compute_capability: (major, minor),
             pci_bus_id: text(&bus),
         })
+    }
+}
+
+impl CudaDriver {
+    /// Loads PTX into the calling thread's current context (libtorch's primary context,
+    /// once libtorch has used the device on this thread) and returns the module. Modules
+    /// stay loaded for the life of the process.
+    pub fn load_module(&self, ptx: &str) -> Result<*mut c_void, String> {
+        let load: Symbol<unsafe extern "C" fn(*mut *mut c_void, *const c_void) -> CuResult> =
+            self.symbol(b"cuModuleLoadData\0")?;
+        let text = CString::new(ptx).map_err(|_| "PTX with a NUL byte".to_string())?;
+        let mut module = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated PTX image, as cuModuleLoadData takes.
+        check("cuModuleLoadData", unsafe {
+            load(&mut module, text.as_ptr().cast())
+        })?;
+        Ok(module)
+    }
+
+    /// The kernel `name` of `module`.
+    pub fn function(&self, module: *mut c_void, name: &str) -> Result<*mut c_void, String> {
+        let get: Symbol<
+            unsafe extern "C" fn(*mut *mut c_void, *mut c_void, *const c_char) -> CuResult,
+        > = self.symbol(b"cuModuleGetFunction\0")?;
+        let cname = CString::new(name).map_err(|_| format!("{name}: a NUL byte"))?;
+        let mut f = std::ptr::null_mut();
+        // SAFETY: `module` came from load_module; the name is NUL-terminated.
+        check(&format!("cuModuleGetFunction({name})"), unsafe {
+            get(&mut f, module, cname.as_ptr())
+        })?;
+        Ok(f)
+    }
+
+    /// The address of cuLaunchKernel, for the C++ shim; valid while this driver is open.
+    pub fn launch_kernel_entry(&self) -> Result<*const c_void, String> {
+        let f: Symbol<unsafe extern "C" fn()> = self.symbol(b"cuLaunchKernel\0")?;
+        Ok(*f as *const c_void)
     }
 }
 

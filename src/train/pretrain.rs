@@ -24,6 +24,7 @@ use crate::model::bert::{Batch, Bert};
 use crate::model::bert_config::BertConfig;
 use crate::model::flash_attention;
 use crate::model::flops;
+use crate::model::fused_elementwise::FusedKernels;
 use crate::model::hf_checkpoint;
 use crate::parallel::distributed::Distributed;
 use crate::parallel::gradient_all_reduce::GradientAllReduce;
@@ -163,6 +164,15 @@ impl<'a> Trainer<'a> {
             report.require_encoder(&dir.display().to_string())?;
             if dist.is_root() {
                 println!("init: {} from {}", report.summary(), dir.display());
+            }
+        }
+        if c.train.fused_elementwise {
+            bert.fused = Some(fused_kernels(&bert, run.device)?);
+            if dist.is_root() {
+                println!(
+                    "fused element-wise kernels: bias + dropout + residual + LayerNorm and bias + GELU, {}, checked on the GPU against the unfused operations",
+                    bert.fused.as_ref().map_or("", |k| k.description)
+                );
             }
         }
         // From here on the parameters and gradients live in flat buffers.
@@ -551,6 +561,16 @@ impl<'a> Trainer<'a> {
             c.checkpoint.keep,
         )
     }
+}
+
+/// The fused kernels for this model on `device`, or the setting refused with the reason.
+fn fused_kernels(bert: &Bert, device: Device) -> Result<FusedKernels> {
+    let act = &bert.config.hidden_act;
+    if act != "gelu" {
+        bail!("train.fused_elementwise: the fused GELU is the erf GELU (hidden_act = \"gelu\"); this model's hidden_act is \"{act}\"");
+    }
+    FusedKernels::load(device, bert.config.hidden_size, bert.activations)
+        .map_err(|e| anyhow::anyhow!("train.fused_elementwise: {e}"))
 }
 
 /// The next step's batches, waiting for the loader while watching for a stop signal. A
