@@ -594,3 +594,31 @@ fn a_resume_on_other_training_data_is_refused() {
     assert!(out.join("checkpoints/epoch_0001/state.json").is_file());
     run_ok(finetune("re", &data, &out, &args("32")).args(["--resume", "auto"]));
 }
+
+/// The fused element-wise kernels need a GPU: on the CPU the setting is refused in one
+/// line, and the run leaves no folder.
+#[test]
+fn fused_kernels_are_refused_on_the_cpu_and_leave_nothing() {
+    let data = shared_data().join("finetune/re/GAD/1");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let refused = finetune(
+        "re",
+        &data,
+        &out,
+        &["--limit-train", "16", "--limit-eval", "16"],
+    )
+    .args(["--set", "fused_elementwise=true"])
+    .output()
+    .unwrap();
+    assert!(!refused.status.success());
+    let text = stderr(&refused);
+    assert!(
+        text.contains(
+            "fused_elementwise: the fused kernels need a CUDA device; this run is on the CPU"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    assert!(!out.exists(), "{} was left behind", out.display());
+}

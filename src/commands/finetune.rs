@@ -24,6 +24,7 @@ use crate::finetune::re_data::{self, Format};
 use crate::finetune::task::{evaluate, Records, Split, TaskData};
 use crate::finetune::trainer::{Input, Trainer};
 use crate::model::bert_config::BertConfig;
+use crate::model::fused_elementwise::FusedKernels;
 use crate::model::hf_checkpoint;
 use crate::model::hf_folder::{
     encode, follow_latest, lowercase_setting, special_id, write_json, write_tokenizer_files,
@@ -441,6 +442,16 @@ fn load_trainer<'a>(
     report.require_encoder(&model_dir.display().to_string())?;
     model.bert.compute = config.precision.compute_kind(device);
     vs.set_device(device);
+    let mut fused = String::new();
+    if config.fused_elementwise {
+        let kernels = FusedKernels::for_model(&model.bert, device)
+            .map_err(|e| anyhow::anyhow!("fused_elementwise: {e}"))?;
+        fused = format!(
+            "\nfused element-wise kernels: bias + dropout + residual + LayerNorm and bias + GELU, {}, checked on the GPU against the unfused operations",
+            kernels.description
+        );
+        model.bert.fused = Some(kernels);
+    }
     let pad = tokenizer(model_dir)?.token_id("[PAD]").map_or(0, i64::from);
     let started = format!(
         "finetune {}: {} from {} ({}); {} labels; {} training, {} development, {} test inputs; {:?}, {} torch threads per rank, {} rank(s)\nconfig: {}",
@@ -456,7 +467,7 @@ fn load_trainer<'a>(
         threads.torch,
         dist.size,
         toml::to_string(config)?.trim().replace('\n', ", ")
-    );
+    ) + &fused;
     let trainer = Trainer::new(model, vs, dist, device, config, task.train.len(), pad)?;
     Ok((trainer, bert_config, started))
 }

@@ -43,6 +43,10 @@ pub struct FinetuneConfig {
     /// computed, and no batch's content changes.
     #[serde(default)]
     pub unpad: bool,
+    /// Bias + dropout + residual + LayerNorm and bias + GELU as fused kernels, checked on
+    /// the GPU at start-up (pretraining's `train.fused_elementwise`). GPUs only.
+    #[serde(default)]
+    pub fused_elementwise: bool,
     /// Question answering (`finetune qa`): question pieces kept, the step between context
     /// windows, answers per paragraph, and the longest answer in pieces (Google's
     /// run_squad.py: 64, 128, 20, 30). Absent for the other tasks.

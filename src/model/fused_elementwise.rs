@@ -106,6 +106,21 @@ impl FusedKernels {
         })
     }
 
+    /// The kernels for `bert` on `device`: its GELU must be BERT's erf GELU, and its width
+    /// and hidden-state dtype are the ones checked on the GPU.
+    pub fn for_model(
+        bert: &crate::model::bert::Bert,
+        device: Device,
+    ) -> Result<FusedKernels, String> {
+        let act = &bert.config.hidden_act;
+        if act != "gelu" {
+            return Err(format!(
+                "the fused GELU is the erf GELU (hidden_act = \"gelu\"); this model's hidden_act is \"{act}\""
+            ));
+        }
+        FusedKernels::load(device, bert.config.hidden_size, bert.activations)
+    }
+
     /// The unfused operations behind the fused kernels' interface (tests only).
     #[cfg(test)]
     pub fn host_reference() -> FusedKernels {

@@ -167,7 +167,9 @@ impl<'a> Trainer<'a> {
             }
         }
         if c.train.fused_elementwise {
-            bert.fused = Some(fused_kernels(&bert, run.device)?);
+            let kernels = FusedKernels::for_model(&bert, run.device)
+                .map_err(|e| anyhow::anyhow!("train.fused_elementwise: {e}"))?;
+            bert.fused = Some(kernels);
             if dist.is_root() {
                 println!(
                     "fused element-wise kernels: bias + dropout + residual + LayerNorm and bias + GELU, {}, checked on the GPU against the unfused operations",
@@ -561,16 +563,6 @@ impl<'a> Trainer<'a> {
             c.checkpoint.keep,
         )
     }
-}
-
-/// The fused kernels for this model on `device`, or the setting refused with the reason.
-fn fused_kernels(bert: &Bert, device: Device) -> Result<FusedKernels> {
-    let act = &bert.config.hidden_act;
-    if act != "gelu" {
-        bail!("train.fused_elementwise: the fused GELU is the erf GELU (hidden_act = \"gelu\"); this model's hidden_act is \"{act}\"");
-    }
-    FusedKernels::load(device, bert.config.hidden_size, bert.activations)
-        .map_err(|e| anyhow::anyhow!("train.fused_elementwise: {e}"))
 }
 
 /// The next step's batches, waiting for the loader while watching for a stop signal. A
