@@ -3,14 +3,18 @@
 # and seq 512, with the binaries of bench/gpu/stage.sh. No Hugging Face runs: their numbers
 # on the same GPU are recorded (BENCHMARKS.md) and the last table compares against them.
 #
-#   BENCH_OUT=$OUT bench/gpu/levers.sh      # both shapes, about 5 min on an H200
+#   BENCH_OUT=$OUT bench/gpu/levers.sh      # both shapes and fine-tuning, about 6 min on an
+#                                           # H200 (estimated)
+#   BENCH_OUT=$OUT SHAPES="512 32 80 16,64" FINETUNE=0 bench/gpu/levers.sh   # one part of it
 #   bench/gpu/levers.sh --cpu               # every command small on the CPU: a check of the
 #                                           # script before GPU time is spent on it
 #
 # Per shape: `bf16_residual` alone (the QKV split and the step that never waits for the
-# device are in every run), then with `unpad`; three profiled steps of the best setting,
-# summarised by bench/gpu/trace_summary.py (time by category, the GPU's busy share, the
-# longest kernels, the achieved GEMM rate); a micro-batch sweep with peak memory. It ends
+# device are in every run), then with `unpad`, then (GPUs) with the fused element-wise
+# kernels; three profiled steps of the best setting, summarised by
+# bench/gpu/trace_summary.py (time by category, the GPU's busy share, the longest kernels,
+# the achieved GEMM rate); a micro-batch sweep with peak memory. Then fine-tuning's step
+# time (NER, the shipped config, on a synthetic set of NCBI-disease's shape). It ends
 # with one table: each lever, its prediction (BENCHMARKS.md, "Throughput levers"), what was
 # measured, and what the number decides. Everything goes to $BENCH_OUT (default
 # /tmp/biobert-gpu-levers): each run's log, results.jsonl, the traces and their summaries,
@@ -96,5 +100,49 @@ for shape in "${SHAPE_LIST[@]}"; do
     ours "bf16 residual, unpad" "$SEQ" "$size" "$PRED" "$SWEEP_STEPS" true || exit 1
   done
 done
+# Fine-tuning's step time: NER with the shipped NER config (batch 32, seq 192; 128 on the
+# CPU, the tiny model's limit) on a synthetic
+# set of NCBI-disease's shape, from a BERT-base of the benchmark's shape (one pretraining
+# step, exported): the shipped default, then `unpad`, then (GPUs) the fused kernels too.
+# FINETUNE=0 leaves this part out (e.g. in a second call with SHAPES set to the other shape).
+if [ "${FINETUNE:-1}" = 1 ]; then
+echo "== fine-tuning NER: the model (BERT-base, one pretraining step, exported)"
+"$PYTHON" bench/gpu/make_ner_set.py "$WORK/ner" "$WORK/src-$ABSTRACTS/vocab.txt" > /dev/null || exit 1
+rm -rf "$WORK/ft-base" "$WORK/ft-hf"
+"$BIN/biobert" pretrain "${MODEL[@]}" --data "$CORPUS" --out "$WORK/ft-base" --device "$DEVICE" \
+  --max-steps 1 --set data.max_seq_len=128 --set data.max_predictions_per_seq=20 \
+  --set train.micro_batch_size=8 --set train.warmup_steps=1 --set log.eval_every=0 \
+  --set checkpoint.every=0 --set checkpoint.at_end=true > "$OUT/ft-base.log" 2>&1 &&
+  "$BIN/biobert" export --checkpoint "$WORK/ft-base/checkpoints/step_00000001" --out "$WORK/ft-hf" \
+    >> "$OUT/ft-base.log" 2>&1 || { tail -20 "$OUT/ft-base.log"; exit 1; }
+# finetune_step NAME ARGS...: one epoch over the first $FT_TRAIN sentences, its ms a step.
+finetune_step() {
+  local name=$1 run=$WORK/ft-$(echo "$1" | tr -c 'a-z0-9\n' '-')
+  shift
+  rm -rf "$run"
+  echo "== fine-tuning NER: $name, $FT_TRAIN sentences"
+  peak_memory "$run.log" "$BIN/biobert" finetune ner --model "$WORK/ft-hf" --data "$WORK/ner" \
+    --out "$run" --limit-train "$FT_TRAIN" --limit-eval 16 --set epochs=1 \
+    --set select_on_dev=false --set device="$DEVICE" --set max_seq_len="$FT_SEQ" "$@" ||
+    { tail -20 "$run.log"; return 1; }
+  cp "$run.log" "$OUT/"
+  "$PYTHON" - "$name" "$run/metrics.json" "$FT_TRAIN" "$(cat "$WORK/peak")" "$FT_SEQ" >> "$RESULTS" <<'PY'
+import json, math, sys
+name, metrics, sentences, peak, seq = sys.argv[1:6]
+seconds = json.load(open(metrics))["train_seconds"]
+steps = math.ceil(int(sentences) / 32)
+print(json.dumps({"finetune": name, "seq": int(seq), "steps": steps,
+                  "ms_per_step": 1000 * seconds / steps, "peak_mib": peak}))
+PY
+  tail -n1 "$RESULTS"
+}
+if [ "$MODE" = gpu ]; then FT_TRAIN=3200 FT_SEQ=192; else FT_TRAIN=64 FT_SEQ=128; fi
+finetune_step "shipped default" || exit 1
+finetune_step "unpad" --set unpad=true || exit 1
+if [ "$MODE" = gpu ]; then
+  finetune_step "unpad, fused" --set unpad=true --set fused_elementwise=true || exit 1
+fi
+fi
+
 echo
 "$PYTHON" bench/gpu/levers_report.py "$RESULTS" "$OUT" | tee "$OUT/levers.md"
