@@ -12,6 +12,11 @@ fn doctor_reports_torch_cpu_and_mpi() {
     assert!(text.contains("fp32 and bf16 matmul ok"), "{text}");
     assert!(text.contains("mpi          Open MPI"), "{text}");
     assert!(text.contains("torch intra-op"), "{text}");
+    assert!(
+        text.contains("fused        NVRTC 13.")
+            && text.contains("the fused element-wise kernels compile (sm_90 PTX)"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("doctor: ok"), "{text}");
 }
 

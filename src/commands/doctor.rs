@@ -61,6 +61,7 @@ pub fn run(args: &DoctorArgs) -> Result<i32> {
     check_torch(&mut report);
     check_threads(&mut report);
     let devices = check_cuda(&mut report, dist.as_ref().map(|d| d.local_rank));
+    check_fused_kernels(&mut report, devices, dist.as_ref().map(|d| d.local_rank));
     check_mpi_library(&mut report);
     check_nccl(&mut report, devices);
     let all_ok = match &dist {
@@ -251,6 +252,40 @@ fn matmul_error(device: Device, kind: Kind) -> Result<f64> {
         Ok(err)
     } else {
         Err(anyhow!("relative error {err:.2e} exceeds {tolerance:.0e}"))
+    }
+}
+
+/// Whether `train.fused_elementwise` can run here: NVRTC found and the kernels compiled
+/// (on a CPU host), or loaded and checked on each GPU the doctor checks. An optional
+/// setting: a failure is said, and the setting would be refused, but the doctor passes.
+fn check_fused_kernels(report: &mut Report, cuda_devices: usize, local_rank: Option<usize>) {
+    use crate::model::fused_elementwise::{FusedKernels, SOURCE};
+    use crate::runtime::nvrtc::Nvrtc;
+    use crate::runtime::torch_runtime::loaded_torch_lib_dir;
+    let refused = "(train.fused_elementwise would be refused)";
+    if cuda_devices == 0 {
+        let compiled = Nvrtc::open(loaded_torch_lib_dir().as_deref()).and_then(|nvrtc| {
+            let (major, minor) = nvrtc.version()?;
+            nvrtc.ptx(SOURCE, "fused_elementwise.cuh", (9, 0))?;
+            Ok(format!(
+                "NVRTC {major}.{minor}: the fused element-wise kernels compile (sm_90 PTX); they run on GPUs only"
+            ))
+        });
+        match compiled {
+            Ok(line) => report.line("fused", line),
+            Err(e) => report.line("fused", format!("not available: {e} {refused}")),
+        }
+        return;
+    }
+    for ordinal in gpus_to_check(cuda_devices, local_rank) {
+        let line = match FusedKernels::load(Device::Cuda(ordinal), 768, Kind::BFloat16) {
+            Ok(k) => format!(
+                "fused element-wise kernels {}, checked against the unfused operations (768 wide, bf16): ok",
+                k.description
+            ),
+            Err(e) => format!("fused element-wise kernels FAILED: {e} {refused}"),
+        };
+        report.line(&format!("  cuda:{ordinal}"), line);
     }
 }
 
