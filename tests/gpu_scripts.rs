@@ -76,6 +76,8 @@ fn stage_then_check_throughput_and_levers_in_cpu_mode() {
         "| QKV split + a step without host waits (always on) | 64 x 8 |",
         "| `train.unpad` | 128 x 4 |",
         "| `train.fused_elementwise` (over unpad) | 128 x 4 | +6-10% | not run (GPUs only) |",
+        "| `train.cast_weights_once` (over unpad) | 128 x 4 | +0-1% |",
+        "| `train.cast_weights_once`, 4 micro-batches a step | 128 x 4 x 4 | +1-2% |",
         "| GPU busy in 3 profiled steps (unpad) | 64 x 8 | 97% or more | n/a (CPU trace);",
         "| micro-batch 2 (unpad) | 128 x 2 |",
         "| micro-batch 8 (unpad) | 128 x 8 |",

@@ -593,4 +593,28 @@ fn settings_without_effect_are_said_and_a_refused_run_leaves_nothing() {
         "train.fused_elementwise: the fused kernels need a CUDA device; this run is on the CPU",
     );
     assert!(!refused.exists(), "{} was left behind", refused.display());
+    // Casting the weights once is a bf16 setting: an fp32 run has no casts to save.
+    fails_with(
+        &mut pretrain(
+            &refused,
+            &["--max-steps", "6", "--set", "train.cast_weights_once=true"],
+        ),
+        "train.cast_weights_once: this run computes in fp32",
+    );
+    assert!(!refused.exists(), "{} was left behind", refused.display());
+    fails_with(
+        &mut pretrain(
+            &refused,
+            &[
+                "--max-steps",
+                "6",
+                "--set",
+                "train.cast_weights_once=true",
+                "--set",
+                "distributed.overlap=true",
+            ],
+        ),
+        "train.cast_weights_once and distributed.overlap cannot run together",
+    );
+    assert!(!refused.exists(), "{} was left behind", refused.display());
 }

@@ -401,6 +401,67 @@ fn bf16_training_follows_fp32() {
     assert_ne!(runs[1], runs[2], "train.bf16_residual changed nothing");
 }
 
+/// `train.cast_weights_once = true` (bf16, two micro-batches a step): the losses and the
+/// held-out losses of the per-use casts. The arithmetic is the same; only the word
+/// embeddings' two gradients (lookup and decoder) are added in another order, so the runs
+/// part in the last bits after the first update.
+#[test]
+fn casting_the_weights_once_trains_as_the_casts_per_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    type Run = (Vec<(u64, f64, f64)>, String);
+    let runs: Vec<Run> = [false, true]
+        .iter()
+        .map(|once| {
+            let out = tmp.path().join(format!("once-{once}"));
+            let set = format!("train.cast_weights_once={once}");
+            let run = run_ok(&mut pretrain(
+                &out,
+                &[
+                    "--max-steps",
+                    "20",
+                    "--set",
+                    &set,
+                    "--set",
+                    "train.precision=bf16",
+                    "--set",
+                    "train.grad_accumulation=2",
+                    "--set",
+                    "log.every=5",
+                    "--set",
+                    "log.eval_every=10",
+                ],
+            ));
+            (logged(&out), stdout(&run))
+        })
+        .collect();
+    let ((per_use, per_use_out), (once, once_out)) = (&runs[0], &runs[1]);
+    assert_eq!(per_use.len(), 4);
+    for (a, b) in per_use.iter().zip(once) {
+        assert!(
+            ((a.1 - b.1) / a.1).abs() < 1e-3,
+            "step {}: casts per use {a:?} vs once {b:?}",
+            a.0
+        );
+    }
+    assert!(!per_use_out.contains("cast weights once:"), "{per_use_out}");
+    assert!(
+        once_out.contains("parameters cast to bf16 once per optimizer step"),
+        "{once_out}"
+    );
+    // The held-out evaluation between steps reads the master weights, not stale copies.
+    let eval = |out: &str| -> Vec<f64> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix("eval step "))
+            .map(|l| l.split(' ').nth(2).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (a, b) = (eval(per_use_out), eval(once_out));
+    assert_eq!(a.len(), 2, "eval losses {a:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(((x - y) / x).abs() < 1e-3, "eval {a:?} vs {b:?}");
+    }
+}
+
 /// `train.unpad = true` trains on the packed real tokens: with dropout off, the losses of
 /// the padded run at every logged step (the same sums, in another order), and the run says
 /// how its attention ran (here, the CPU: masked on the padded layout, and why).

@@ -3,15 +3,16 @@
 # and seq 512, with the binaries of bench/gpu/stage.sh. No Hugging Face runs: their numbers
 # on the same GPU are recorded (BENCHMARKS.md) and the last table compares against them.
 #
-#   BENCH_OUT=$OUT bench/gpu/levers.sh      # both shapes and fine-tuning, about 6 min on an
-#                                           # H200 (estimated)
+#   BENCH_OUT=$OUT bench/gpu/levers.sh      # both shapes and fine-tuning, about 8 min on an
+#                                           # H200 (estimated): split it as below
 #   BENCH_OUT=$OUT SHAPES="512 32 80 16,64" FINETUNE=0 bench/gpu/levers.sh   # one part of it
 #   bench/gpu/levers.sh --cpu               # every command small on the CPU: a check of the
 #                                           # script before GPU time is spent on it
 #
 # Per shape: `bf16_residual` alone (the QKV split and the step that never waits for the
 # device are in every run), then with `unpad`, then (GPUs) with the fused element-wise
-# kernels; three profiled steps of the best setting, summarised by
+# kernels, then with the weights cast once per step (at seq 512 also with 4 micro-batches
+# a step, with and without); three profiled steps of the best setting, summarised by
 # bench/gpu/trace_summary.py (time by category, the GPU's busy share, the longest kernels,
 # the achieved GEMM rate); a micro-batch sweep with peak memory. Then fine-tuning's step
 # time (NER, the shipped config, on a synthetic set of NCBI-disease's shape). It ends
@@ -37,11 +38,11 @@ PYTHON=${BIOBERT_PYTHON:-python3}
 # "SEQ BATCH PREDICTIONS SWEEP": the sweep's other micro-batch sizes, comma separated.
 if [ "$MODE" = gpu ]; then
   DEVICE=cuda STEPS=${STEPS:-30} SWEEP_STEPS=20 PROFILE=(--max-steps 8 --profile 6:3)
-  ABSTRACTS=1500 SHAPES=${SHAPES:-128 256 20 128,384;512 32 80 16,64}
+  ABSTRACTS=1500 SHAPES=${SHAPES:-128 256 20 128,384;512 32 80 16,64} ACCUM_SEQ=512
   MODEL=(--config configs/biobert_base.toml --set model.init=scratch)
 else
   DEVICE=cpu STEPS=${STEPS:-4} SWEEP_STEPS=2 PROFILE=(--max-steps 4 --profile 2:3)
-  ABSTRACTS=120 SHAPES=${SHAPES:-64 8 10 4;128 4 20 2,8}
+  ABSTRACTS=120 SHAPES=${SHAPES:-64 8 10 4;128 4 20 2,8} ACCUM_SEQ=128
   MODEL=(--config configs/tiny.toml)
 fi
 echo "levers.sh: $MODE mode; binaries from $BIN; $STEPS steps per run; results in $OUT"
@@ -81,6 +82,16 @@ for shape in "${SHAPE_LIST[@]}"; do
       --set train.fused_elementwise=true || exit 1
   else
     echo "== seq $SEQ x batch $BATCH: bf16 residual, unpad, fused: GPUs only (check.sh checks the CPU's refusal)"
+  fi
+  ours "bf16 residual, unpad, cast once" "$SEQ" "$BATCH" "$PRED" "$STEPS" true \
+    --set train.cast_weights_once=true || exit 1
+  # Casting once saves a cast per weight per micro-batch: measured where steps accumulate
+  # (the long-sequence phase, as NVIDIA's recipe runs it), with and without.
+  if [ "$SEQ" = "$ACCUM_SEQ" ]; then
+    ours "bf16 residual, unpad, accumulation 4" "$SEQ" "$BATCH" "$PRED" "$SWEEP_STEPS" true \
+      --set train.grad_accumulation=4 || exit 1
+    ours "bf16 residual, unpad, accumulation 4, cast once" "$SEQ" "$BATCH" "$PRED" "$SWEEP_STEPS" true \
+      --set train.grad_accumulation=4 --set train.cast_weights_once=true || exit 1
   fi
   echo "== seq $SEQ x batch $BATCH: profiled steps (bf16 residual, unpad)"
   RUN=$WORK/profile-$SEQ

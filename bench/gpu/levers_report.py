@@ -22,7 +22,12 @@ PREDICTED = {
     # over unpad: the element-wise passes of bias + dropout + residual + LayerNorm (twice a
     # layer) and bias + GELU, forward and backward, each one kernel
     "fused": {128: (6, 10), 512: (4, 7)},
+    # over unpad, one micro-batch a step: one cast kernel instead of ~200 in the forward
+    # pass, and ~200 bf16 adds plus one flat add instead of ~400 casts and adds in backward
+    "once": {128: (0, 1), 512: (0, 1)},
 }
+# 4 micro-batches a step: three of every four weight casts (0.66 GB each) go as well.
+ONCE_ACCUMULATED = "+1-2%"
 BUSY_PREDICTED = 97.0
 # 40% of an H200's measured bf16 matmul rate (~775 TFLOP/s), in model FLOPs.
 TFLOPS_GOAL = 310.0
@@ -116,6 +121,24 @@ def main():
         else:
             print(f"| `train.fused_elementwise` (over unpad) | {label} | {predicted('fused', seq)} | "
                   f"not run ({'failed' if gpu else 'GPUs only'}) | |")
+        once = next((r for r in shape if r["name"] == "bf16 residual, unpad, cast once"), None)
+        if once:
+            print(f"| `train.cast_weights_once` (over unpad) | {label} | {predicted('once', seq)} | "
+                  f"{once['seq_per_s']:,.0f} seq/s ({pct(once['seq_per_s'] / main_unpad['seq_per_s'])}), "
+                  f"peak {once['peak_mib']} MiB | with the row below: the default becomes true if "
+                  f"not slower here and +1% or more with accumulation |")
+        else:
+            print(f"| `train.cast_weights_once` (over unpad) | {label} | {predicted('once', seq)} | "
+                  f"not run (failed) | |")
+        acc = next((r for r in shape if r["name"] == "bf16 residual, unpad, accumulation 4"), None)
+        acc_once = next((r for r in shape
+                         if r["name"] == "bf16 residual, unpad, accumulation 4, cast once"), None)
+        if acc and acc_once:
+            print(f"| `train.cast_weights_once`, 4 micro-batches a step | {label} x 4 | "
+                  f"{ONCE_ACCUMULATED} | {acc_once['seq_per_s']:,.0f} seq/s against "
+                  f"{acc['seq_per_s']:,.0f} ({pct(acc_once['seq_per_s'] / acc['seq_per_s'])}), "
+                  f"peak {acc_once['peak_mib']} against {acc['peak_mib']} MiB | the default, "
+                  f"with the row above |")
         summary_path = os.path.join(out, f"trace-{seq}.json")
         if os.path.exists(summary_path):
             s = json.load(open(summary_path))

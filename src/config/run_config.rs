@@ -140,6 +140,11 @@ pub struct TrainConfig {
     /// unfused operations at start-up) instead of libtorch's separate element-wise kernels.
     /// CUDA only: refused elsewhere. Dropout draws differ from the unfused path's.
     pub fused_elementwise: bool,
+    /// With bf16 precision: cast the fp32 master weights to bf16 once per optimizer step
+    /// into one flat copy, and add the copies' gradients into the fp32 gradients with one
+    /// kernel per micro-batch, instead of a cast per weight and use and a cast and an add
+    /// per gradient. Same arithmetic; its gain grows with train.grad_accumulation.
+    pub cast_weights_once: bool,
     /// What a NaN or infinite loss does: "stop" or "skip" the step.
     pub on_nan: OnNan,
     /// With on_nan = "skip": this many skipped steps in a row stop the run (the model or
@@ -177,6 +182,7 @@ impl Default for TrainConfig {
             bf16_residual: false,
             unpad: false,
             fused_elementwise: false,
+            cast_weights_once: false,
             on_nan: OnNan::Stop,
             max_skipped_steps: 10,
             device: DeviceRequest::Auto,
@@ -311,7 +317,13 @@ impl TomlConfig for RunConfig {
         self.train.check()?;
         self.checkpoint.check()?;
         self.log.check()?;
-        self.distributed.check()
+        self.distributed.check()?;
+        if self.train.cast_weights_once && self.distributed.overlap {
+            bail!(
+                "train.cast_weights_once and distributed.overlap cannot run together: the overlapped all-reduce starts a bucket as backward writes its fp32 gradients, and with the weights cast once they are written after backward"
+            );
+        }
+        Ok(())
     }
 }
 

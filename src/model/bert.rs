@@ -9,6 +9,7 @@ use tch::nn::{self, Init, Module};
 use tch::{Kind, Tensor};
 
 use crate::model::bert_config::BertConfig;
+use crate::model::compute_weights::ComputeWeights;
 use crate::model::flash_attention;
 use crate::model::fused_elementwise::FusedKernels;
 use crate::model::packing::Packing;
@@ -91,6 +92,9 @@ pub struct Bert {
     /// Bias + dropout + residual + LayerNorm and bias + GELU as fused kernels
     /// (`train.fused_elementwise`), loaded and checked on the run's GPU.
     pub fused: Option<FusedKernels>,
+    /// The master weights cast once per optimizer step (`train.cast_weights_once`); while
+    /// they are fresh, the products read them instead of casting each weight as it is used.
+    pub compute_weights: Option<ComputeWeights>,
     embeddings: Embeddings,
     layers: Vec<Layer>,
     pooler: nn::Linear,
@@ -204,6 +208,7 @@ impl Bert {
             compute: Kind::Float,
             activations: Kind::Float,
             fused: None,
+            compute_weights: None,
             embeddings,
             layers,
             pooler,
@@ -223,23 +228,35 @@ impl Bert {
         }
     }
 
+    /// A master weight in `kind`: its copy cast at the start of the optimizer step where
+    /// there is one (`compute_weights`), else cast here. Each weight is read this way at
+    /// most once per forward pass, so that its gradient is summed in fp32.
+    fn weight(&self, w: &Tensor, kind: Kind) -> Tensor {
+        match self.compute_weights.as_ref().and_then(|c| c.get(w, kind)) {
+            Some(copy) => copy,
+            None => w.to_kind(kind),
+        }
+    }
+
     /// A linear layer in the compute dtype.
     fn lin(&self, l: &nn::Linear, x: &Tensor) -> Tensor {
         if self.compute == Kind::Float {
             return l.forward(x);
         }
         let c = self.compute;
-        x.to_kind(c)
-            .linear(&l.ws.to_kind(c), l.bs.as_ref().map(|b| b.to_kind(c)))
+        x.to_kind(c).linear(
+            &self.weight(&l.ws, c),
+            l.bs.as_ref().map(|b| self.weight(b, c)),
+        )
     }
 
     /// Several linear layers over the same input as one product, outputs concatenated.
     fn lin_fused(&self, layers: &[&nn::Linear], x: &Tensor) -> Tensor {
         let c = self.compute;
-        let weights: Vec<Tensor> = layers.iter().map(|l| l.ws.to_kind(c)).collect();
+        let weights: Vec<Tensor> = layers.iter().map(|l| self.weight(&l.ws, c)).collect();
         let biases: Option<Vec<Tensor>> = layers
             .iter()
-            .map(|l| l.bs.as_ref().map(|b| b.to_kind(c)))
+            .map(|l| l.bs.as_ref().map(|b| self.weight(b, c)))
             .collect();
         x.to_kind(c).linear(
             &Tensor::cat(&weights, 0),
@@ -253,7 +270,7 @@ impl Bert {
             (Kind::Float, _) => n.forward(x),
             (_, Kind::Float) => n.forward(&x.to_kind(Kind::Float)),
             (_, a) => {
-                let cast = |t: &Option<Tensor>| t.as_ref().map(|t| t.to_kind(a));
+                let cast = |t: &Option<Tensor>| t.as_ref().map(|t| self.weight(t, a));
                 x.to_kind(a).layer_norm(
                     &n.normalized_shape,
                     cast(&n.ws),
@@ -479,7 +496,7 @@ impl Bert {
     /// A linear layer's product without its bias, in the compute dtype.
     fn product(&self, l: &nn::Linear, x: &Tensor) -> Tensor {
         let c = self.compute;
-        x.to_kind(c).linear(&l.ws.to_kind(c), None::<Tensor>)
+        x.to_kind(c).linear(&self.weight(&l.ws, c), None::<Tensor>)
     }
 
     /// The MLM head on hidden states [.., hidden]: vocabulary logits [.., vocab].
@@ -487,7 +504,9 @@ impl Bert {
         let y = activation(&self.config.hidden_act, &self.lin(&self.transform, hidden));
         let y = self.norm(&self.transform_norm, &y);
         let c = self.compute;
-        let logits = y.to_kind(c).matmul(&self.word_embeddings().to_kind(c).tr());
+        let logits = y
+            .to_kind(c)
+            .matmul(&self.weight(self.word_embeddings(), c).tr());
         logits.to_kind(Kind::Float) + &self.decoder_bias
     }
 

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod bert_config;
+pub mod compute_weights;
 pub mod flash_attention;
 pub mod flops;
 pub mod fused_elementwise;

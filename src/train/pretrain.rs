@@ -22,6 +22,7 @@ use crate::data::data_loader::{self, Layout, Sampler, TensorBatch};
 use crate::data::rng::{Rng, Stream};
 use crate::model::bert::{Batch, Bert};
 use crate::model::bert_config::BertConfig;
+use crate::model::compute_weights::ComputeWeights;
 use crate::model::flash_attention;
 use crate::model::flops;
 use crate::model::fused_elementwise::FusedKernels;
@@ -179,6 +180,15 @@ impl<'a> Trainer<'a> {
         }
         // From here on the parameters and gradients live in flat buffers.
         let flat = FlatParameters::new(vs.variables().into_iter().collect(), run.device);
+        if c.train.cast_weights_once {
+            bert.compute_weights = Some(compute_weights(&bert, &flat)?);
+            if dist.is_root() {
+                println!(
+                    "cast weights once: {} parameters cast to bf16 once per optimizer step, their gradients added into fp32 once per micro-batch",
+                    flat.numel()
+                );
+            }
+        }
         let optimizer = Optimizer::new(flat, &c.train.optimizer());
         let mut reducer = GradientAllReduce::new(dist, &c.distributed, run.device)?;
         let overlap = match c.distributed.overlap {
@@ -626,6 +636,21 @@ fn check_resumed_run(run: &Run, state: &TrainerState, from: &Path, root: bool) -
 }
 
 /// What `train.unpad` does on this device, in one line.
+/// `train.cast_weights_once`: the bf16 copies of the master weights, or why not.
+fn compute_weights(bert: &Bert, flat: &FlatParameters) -> Result<ComputeWeights> {
+    if bert.compute != tch::Kind::BFloat16 {
+        bail!(
+            "train.cast_weights_once: this run computes in fp32 (train.precision resolved to fp32 on this device), so there are no casts to save; it needs bf16 precision"
+        );
+    }
+    Ok(ComputeWeights::new(
+        &flat.data,
+        &flat.params,
+        &flat.offsets,
+        bert.compute,
+    ))
+}
+
 fn unpad_line(bert: &Bert, device: Device) -> String {
     let head_dim = bert.config.head_dim();
     match flash_attention::available(device, bert.compute, head_dim) {
@@ -703,6 +728,10 @@ fn train_step(
     dist.all_reduce_f64(&mut counts);
     let [masked, sequences] = counts;
     let mut device_sums = Tensor::zeros([4], (tch::Kind::Double, device));
+    let copies = bert.compute_weights.as_ref();
+    if let Some(c) = copies {
+        c.refresh(&optimizer.flat.data);
+    }
     for (i, b) in micro_batches.iter().enumerate() {
         tch::manual_seed(dropout_seed(seed, b.first_sample));
         let s = batch_sums(bert, b, device, true)?;
@@ -710,7 +739,13 @@ fn train_step(
             reducer.before_last_backward();
         }
         (&s.mlm / masked.max(1.0) + &s.nsp / sequences.max(1.0)).backward();
+        if let Some(c) = copies {
+            c.accumulate_into(&optimizer.flat.grad);
+        }
         device_sums += sums_tensor(&s);
+    }
+    if let Some(c) = copies {
+        c.release();
     }
     tch::no_grad(|| {
         // 0 * a finite sum adds exactly 0; 0 * inf or NaN adds NaN.
