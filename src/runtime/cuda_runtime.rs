@@ -6,6 +6,7 @@
 //! events recorded there and waited on by our stream (and back) order the collectives
 //! against the backward pass and the optimizer without blocking the host.
 
+use crate::runtime::nvidia_wheels::WheelLibrary;
 use libloading::{Library, Symbol};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::path::Path;
@@ -22,7 +23,10 @@ const STREAM_NON_BLOCKING: c_uint = 0x1;
 const EVENT_DISABLE_TIMING: c_uint = 0x2;
 
 /// The sonames torch's CUDA wheels load (cu13, then cu12).
-const CUDART_NAMES: [&str; 2] = ["libcudart.so.13", "libcudart.so.12"];
+const CUDART: WheelLibrary = WheelLibrary {
+    sonames: ["libcudart.so.13", "libcudart.so.12"],
+    cuda12_component: "cuda_runtime",
+};
 
 pub struct CudaRuntime {
     lib: Library,
@@ -32,15 +36,7 @@ impl CudaRuntime {
     /// Finds libcudart: already loaded by libtorch_cuda (matched by soname), or in the
     /// nvidia wheels beside torch.
     pub fn open(torch_lib_dir: Option<&Path>) -> Result<CudaRuntime, String> {
-        let mut candidates: Vec<String> = CUDART_NAMES.iter().map(|s| s.to_string()).collect();
-        if let Some(site) = torch_lib_dir.and_then(|d| d.parent()?.parent()) {
-            for (dir, name) in [
-                ("nvidia/cu13/lib", CUDART_NAMES[0]),
-                ("nvidia/cuda_runtime/lib", CUDART_NAMES[1]),
-            ] {
-                candidates.push(site.join(dir).join(name).to_string_lossy().into_owned());
-            }
-        }
+        let candidates = CUDART.candidates(torch_lib_dir);
         let mut errors = Vec::new();
         for name in candidates {
             // SAFETY: the CUDA runtime's initialisers are what any CUDA program runs.

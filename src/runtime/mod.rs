@@ -6,6 +6,7 @@ pub mod cuda_runtime;
 pub mod device_selection;
 pub mod fault_injection;
 pub mod grad_hooks;
+pub mod nvidia_wheels;
 pub mod nvrtc;
 pub mod pinned_memory;
 pub mod profiler;

@@ -6,6 +6,7 @@
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::Path;
 
+use crate::runtime::nvidia_wheels::WheelLibrary;
 use libloading::{Library, Symbol};
 
 type NvrtcResult = c_int;
@@ -13,7 +14,10 @@ type Program = *mut std::ffi::c_void;
 const NVRTC_SUCCESS: NvrtcResult = 0;
 
 /// The sonames tried, newest first: CUDA 13's and CUDA 12's.
-const NVRTC_NAMES: [&str; 2] = ["libnvrtc.so.13", "libnvrtc.so.12"];
+const NVRTC: WheelLibrary = WheelLibrary {
+    sonames: ["libnvrtc.so.13", "libnvrtc.so.12"],
+    cuda12_component: "cuda_nvrtc",
+};
 
 pub struct Nvrtc {
     lib: Library,
@@ -26,15 +30,7 @@ impl Nvrtc {
     /// Finds libnvrtc: on the loader's path, or in the nvidia wheels beside torch's lib
     /// folder (`torch_lib_dir`).
     pub fn open(torch_lib_dir: Option<&Path>) -> Result<Nvrtc, String> {
-        let mut candidates: Vec<String> = NVRTC_NAMES.iter().map(|s| s.to_string()).collect();
-        if let Some(site) = torch_lib_dir.and_then(|d| d.parent()?.parent()) {
-            for (dir, name) in [
-                ("nvidia/cu13/lib", NVRTC_NAMES[0]),
-                ("nvidia/cuda_nvrtc/lib", NVRTC_NAMES[1]),
-            ] {
-                candidates.push(site.join(dir).join(name).to_string_lossy().into_owned());
-            }
-        }
+        let candidates = NVRTC.candidates(torch_lib_dir);
         let mut errors = Vec::new();
         for name in candidates {
             let builtins = Path::new(&name).parent().and_then(builtins_beside);
