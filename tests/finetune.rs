@@ -622,3 +622,39 @@ fn fused_kernels_are_refused_on_the_cpu_and_leave_nothing() {
     assert_eq!(text.trim().lines().count(), 1, "{text}");
     assert!(!out.exists(), "{} was left behind", out.display());
 }
+
+/// `bench/finetune/order_seeds.sh`, the batch-order seed study of BENCHMARKS.md, run small
+/// on the test build for both tasks (32 inputs scored): a line per (setting, seed) and the table of both
+/// settings.
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn the_order_seed_study_runs_both_settings_for_both_tasks() {
+    let bin = biobert_path().parent().unwrap().to_path_buf();
+    for task in ["ner", "re"] {
+        let out = run_ok(
+            std::process::Command::new(workspace().join("bench/finetune/order_seeds.sh"))
+                .env("BIOBERT_BIN", &bin)
+                .env("TASK", task)
+                .env("LIMIT", "48")
+                .env("LIMIT_EVAL", "32")
+                .env("EPOCHS", "1")
+                .env("SEEDS", "2"),
+        );
+        let text = stdout(&out);
+        assert!(
+            text.starts_with(&format!("order_seeds: {task}, 48 training")),
+            "{text}"
+        );
+        assert_eq!(text.matches("\"seed\": ").count(), 4, "{text}");
+        for row in ["| grouped | 2 | ", "| random-packed | 2 | "] {
+            assert!(text.contains(row), "{row} missing:\n{text}");
+        }
+    }
+    let refused = std::process::Command::new(workspace().join("bench/finetune/order_seeds.sh"))
+        .env("BIOBERT_BIN", &bin)
+        .env("TASK", "qa")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("TASK must be ner or re, not 'qa'"));
+}

@@ -10,7 +10,8 @@
 #   TASK=re LIMIT=0 bench/finetune/order_seeds.sh  # GAD fold 1, all of it, 3 epochs (BioBERT's)
 #   LIMIT=400 EPOCHS=1 SEEDS=2 bench/finetune/order_seeds.sh
 #
-# LIMIT=0 trains on the whole training file. BIOBERT_BIN names a folder with biobert
+# LIMIT=0 trains on the whole training file; LIMIT_EVAL=N scores the first N development and
+# test inputs only (a check of the script; default 0: all of them). BIOBERT_BIN names a folder with biobert
 # (default: target/release, built here); DATA another set of the task (default
 # ../shared/data/finetune/ner/NCBI-disease, or re/GAD/1).
 set -euo pipefail
@@ -25,6 +26,7 @@ case $TASK in
 esac
 LIMIT_ARGS=()
 [ "$LIMIT" = 0 ] || LIMIT_ARGS=(--limit-train "$LIMIT")
+[ "${LIMIT_EVAL:-0}" = 0 ] || LIMIT_ARGS+=(--limit-eval "$LIMIT_EVAL")
 if [ -z "${BIOBERT_BIN:-}" ]; then
   cargo build --release --quiet --bin biobert --bin biobert-core
   BIOBERT_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
