@@ -635,7 +635,6 @@ fn check_resumed_run(run: &Run, state: &TrainerState, from: &Path, root: bool) -
     Ok(())
 }
 
-/// What `train.unpad` does on this device, in one line.
 /// `train.cast_weights_once`: the bf16 copies of the master weights, or why not.
 fn compute_weights(bert: &Bert, flat: &FlatParameters) -> Result<ComputeWeights> {
     if bert.compute != tch::Kind::BFloat16 {
@@ -651,6 +650,7 @@ fn compute_weights(bert: &Bert, flat: &FlatParameters) -> Result<ComputeWeights>
     ))
 }
 
+/// What `train.unpad` does on this device, in one line.
 fn unpad_line(bert: &Bert, device: Device) -> String {
     let head_dim = bert.config.head_dim();
     match flash_attention::available(device, bert.compute, head_dim) {
