@@ -44,10 +44,10 @@ fn stage_then_check_throughput_and_levers_in_cpu_mode() {
     let check = run_ok(&mut script("check.sh", "check"));
     let text = stdout(&check);
     let summary = text.rsplit("=== summary").next().unwrap();
-    assert_eq!(summary.matches("passed").count(), 13, "{text}");
+    assert_eq!(summary.matches("passed").count(), 14, "{text}");
     assert!(!summary.contains("failed"), "{text}");
     let results = std::fs::read_to_string(dir.path().join("check/results.jsonl")).unwrap();
-    assert_eq!(results.lines().count(), 13);
+    assert_eq!(results.lines().count(), 14);
 
     let throughput = run_ok(&mut script("throughput.sh", "throughput"));
     let text = stdout(&throughput);

@@ -26,7 +26,9 @@
 # 10. BERT-base, seq 128, bf16: the fused element-wise kernels (train.fused_elementwise)
 #     pass their start-up check and give the unfused losses (dropout off 0.05; dropout on,
 #     50 steps, 10-step means within 0.1)                                            ~60 s
-# (with the doctor's three lines and the overlap check: 13 checks in the summary)
+# 11. BERT-base, seq 128, bf16, 2 micro-batches a step: the weights cast once per step
+#     (train.cast_weights_once) give the per-use casts. losses (0.02)                ~40 s
+# (with the doctor's three lines and the overlap check: 14 checks in the summary)
 #
 # Everything goes to $BENCH_OUT (default /tmp/biobert-gpu-check): each command's full log,
 # and results.json (each check: passed or not, seconds, its numbers). The last lines
@@ -250,6 +252,26 @@ fused_matches_unfused() {
   done
 }
 check "BERT-base seq 128, bf16: fused element-wise kernels = unfused (dropout off 0.05; on, 10-step means 0.1)" fused_matches_unfused
+
+# The weights cast once per optimizer step (train.cast_weights_once): BERT-base in bf16 (the
+# tiny model on the CPU) with 2 micro-batches a step, the same dropout draws: the losses of
+# the per-use casts within 0.02 (the same arithmetic; the word embeddings' two gradients are
+# added in another order, and a GPU's sums differ run to run in the last bits anyway).
+cast_once_matches_per_use() {
+  local once
+  for once in false true; do
+    "$BIN/biobert" pretrain "${BASE[@]}" --data "$WORK/corpus" --device "$DEVICE" \
+      --out "$WORK/once-$once" --max-steps "$STEPS" --set data.max_seq_len=128 \
+      --set data.max_predictions_per_seq=20 --set train.precision=bf16 \
+      --set train.grad_accumulation=2 --set train.cast_weights_once=$once \
+      --set train.warmup_steps=2 --set train.learning_rate=1e-4 --set log.every=$((STEPS < 10 ? 1 : 5)) \
+      --set log.eval_every=0 --set checkpoint.every=0 --set checkpoint.at_end=false \
+      | tee "$WORK/once-$once.out" || return 1
+  done
+  grep "^cast weights once: " "$WORK/once-true.out" || return 1
+  "$PYTHON" bench/gpu/compare.py losses "$WORK/once-false" "$WORK/once-true" 0.02
+}
+check "BERT-base seq 128, bf16, 2 micro-batches: weights cast once = per-use casts (0.02)" cast_once_matches_per_use
 
 echo
 echo "=== summary ($MODE mode, $(date -u +%FT%TZ), results in $OUT/results.jsonl)"
