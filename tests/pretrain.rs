@@ -31,6 +31,33 @@ fn pretrain(out: &Path, extra: &[&str]) -> std::process::Command {
     pretrain_tiny(corpus(), out, extra)
 }
 
+/// The held-out losses a run printed (`eval step N: loss ...`), in order.
+fn eval_losses(stdout: &str) -> Vec<f64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("eval step "))
+        .map(|l| l.split(' ').nth(2).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A run's logged (step, loss, MLM accuracy) and its stdout.
+type Run = (Vec<(u64, f64, f64)>, String);
+
+/// One run per value of `key`, with `common` settings: each run's logged losses and stdout.
+fn runs_of(dir: &Path, key: &str, values: &[&str], common: &[&str]) -> Vec<Run> {
+    values
+        .iter()
+        .map(|value| {
+            let out = dir.join(format!("{key}-{value}"));
+            let set = format!("{key}={value}");
+            let mut args = vec!["--set", set.as_str()];
+            args.extend_from_slice(common);
+            let run = run_ok(&mut pretrain(&out, &args));
+            (logged(&out), stdout(&run))
+        })
+        .collect()
+}
+
 #[test]
 fn the_loss_falls_and_mlm_accuracy_rises() {
     let tmp = tempfile::tempdir().unwrap();
@@ -408,32 +435,23 @@ fn bf16_training_follows_fp32() {
 #[test]
 fn casting_the_weights_once_trains_as_the_casts_per_use() {
     let tmp = tempfile::tempdir().unwrap();
-    type Run = (Vec<(u64, f64, f64)>, String);
-    let runs: Vec<Run> = [false, true]
-        .iter()
-        .map(|once| {
-            let out = tmp.path().join(format!("once-{once}"));
-            let set = format!("train.cast_weights_once={once}");
-            let run = run_ok(&mut pretrain(
-                &out,
-                &[
-                    "--max-steps",
-                    "20",
-                    "--set",
-                    &set,
-                    "--set",
-                    "train.precision=bf16",
-                    "--set",
-                    "train.grad_accumulation=2",
-                    "--set",
-                    "log.every=5",
-                    "--set",
-                    "log.eval_every=10",
-                ],
-            ));
-            (logged(&out), stdout(&run))
-        })
-        .collect();
+    let runs = runs_of(
+        tmp.path(),
+        "train.cast_weights_once",
+        &["false", "true"],
+        &[
+            "--max-steps",
+            "20",
+            "--set",
+            "train.precision=bf16",
+            "--set",
+            "train.grad_accumulation=2",
+            "--set",
+            "log.every=5",
+            "--set",
+            "log.eval_every=10",
+        ],
+    );
     let ((per_use, per_use_out), (once, once_out)) = (&runs[0], &runs[1]);
     assert_eq!(per_use.len(), 4);
     for (a, b) in per_use.iter().zip(once) {
@@ -449,13 +467,7 @@ fn casting_the_weights_once_trains_as_the_casts_per_use() {
         "{once_out}"
     );
     // The held-out evaluation between steps reads the master weights, not stale copies.
-    let eval = |out: &str| -> Vec<f64> {
-        out.lines()
-            .filter_map(|l| l.strip_prefix("eval step "))
-            .map(|l| l.split(' ').nth(2).unwrap().parse().unwrap())
-            .collect()
-    };
-    let (a, b) = (eval(per_use_out), eval(once_out));
+    let (a, b) = (eval_losses(per_use_out), eval_losses(once_out));
     assert_eq!(a.len(), 2, "eval losses {a:?}");
     for (x, y) in a.iter().zip(&b) {
         assert!(((x - y) / x).abs() < 1e-3, "eval {a:?} vs {b:?}");
@@ -468,32 +480,23 @@ fn casting_the_weights_once_trains_as_the_casts_per_use() {
 #[test]
 fn packed_batches_train_as_the_padded_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    type Run = (Vec<(u64, f64, f64)>, String);
-    let runs: Vec<Run> = [false, true]
-        .iter()
-        .map(|unpad| {
-            let out = tmp.path().join(format!("unpad-{unpad}"));
-            let set = format!("train.unpad={unpad}");
-            let run = run_ok(&mut pretrain(
-                &out,
-                &[
-                    "--max-steps",
-                    "30",
-                    "--set",
-                    &set,
-                    "--set",
-                    "model.hidden_dropout_prob=0.0",
-                    "--set",
-                    "model.attention_probs_dropout_prob=0.0",
-                    "--set",
-                    "log.every=5",
-                    "--set",
-                    "log.eval_every=10",
-                ],
-            ));
-            (logged(&out), stdout(&run))
-        })
-        .collect();
+    let runs = runs_of(
+        tmp.path(),
+        "train.unpad",
+        &["false", "true"],
+        &[
+            "--max-steps",
+            "30",
+            "--set",
+            "model.hidden_dropout_prob=0.0",
+            "--set",
+            "model.attention_probs_dropout_prob=0.0",
+            "--set",
+            "log.every=5",
+            "--set",
+            "log.eval_every=10",
+        ],
+    );
     let ((padded, padded_out), (packed, packed_out)) = (&runs[0], &runs[1]);
     assert_eq!(padded.len(), 6);
     for (a, b) in padded.iter().zip(packed) {
@@ -511,13 +514,7 @@ fn packed_batches_train_as_the_padded_ones() {
         "{packed_out}"
     );
     // The held-out evaluation runs packed too, to the same losses.
-    let eval = |out: &str| -> Vec<f64> {
-        out.lines()
-            .filter_map(|l| l.strip_prefix("eval step "))
-            .map(|l| l.split(' ').nth(2).unwrap().parse().unwrap())
-            .collect()
-    };
-    let (a, b) = (eval(padded_out), eval(packed_out));
+    let (a, b) = (eval_losses(padded_out), eval_losses(packed_out));
     assert_eq!(a.len(), 3, "eval losses {a:?}");
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-4, "eval {a:?} vs {b:?}");

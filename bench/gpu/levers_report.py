@@ -42,6 +42,16 @@ def predicted(lever, seq):
     return f"+{lo_hi[0]}-{lo_hi[1]}%" if lo_hi else "n/a (not a recorded shape)"
 
 
+def lever_row(shape, name, lever, label, prediction, over, decides, missing):
+    """The row of the run `name` of one shape, measured against the run `over`."""
+    r = next((r for r in shape if r["name"] == name), None)
+    if r is None:
+        print(f"| {lever} | {label} | {prediction} | not run ({missing}) | |")
+        return
+    print(f"| {lever} | {label} | {prediction} | {r['seq_per_s']:,.0f} seq/s "
+          f"({pct(r['seq_per_s'] / over['seq_per_s'])}), peak {r['peak_mib']} MiB | {decides} |")
+
+
 def rows_of(path):
     rows = [json.loads(line) for line in open(path)]
     host = next((r for r in rows if r.get("name") == "host"), {})
@@ -112,24 +122,14 @@ def main():
         print(f"| `train.unpad` | {label} | {predicted('unpad', seq)} | {main_unpad['seq_per_s']:,.0f} seq/s "
               f"({pct(gain)}), peak {main_unpad['peak_mib']} MiB | the default becomes true if "
               f"+3% or more at both shapes |")
-        fused = next((r for r in shape if r["name"] == "bf16 residual, unpad, fused"), None)
-        if fused:
-            print(f"| `train.fused_elementwise` (over unpad) | {label} | {predicted('fused', seq)} | "
-                  f"{fused['seq_per_s']:,.0f} seq/s ({pct(fused['seq_per_s'] / main_unpad['seq_per_s'])}), "
-                  f"peak {fused['peak_mib']} MiB | the default becomes true if +3% or more at both "
-                  f"shapes and check.sh's fused check passes |")
-        else:
-            print(f"| `train.fused_elementwise` (over unpad) | {label} | {predicted('fused', seq)} | "
-                  f"not run ({'failed' if gpu else 'GPUs only'}) | |")
-        once = next((r for r in shape if r["name"] == "bf16 residual, unpad, cast once"), None)
-        if once:
-            print(f"| `train.cast_weights_once` (over unpad) | {label} | {predicted('once', seq)} | "
-                  f"{once['seq_per_s']:,.0f} seq/s ({pct(once['seq_per_s'] / main_unpad['seq_per_s'])}), "
-                  f"peak {once['peak_mib']} MiB | with the row below: the default becomes true if "
-                  f"not slower here and +1% or more with accumulation |")
-        else:
-            print(f"| `train.cast_weights_once` (over unpad) | {label} | {predicted('once', seq)} | "
-                  f"not run (failed) | |")
+        lever_row(shape, "bf16 residual, unpad, fused", "`train.fused_elementwise` (over unpad)",
+                  label, predicted('fused', seq), main_unpad,
+                  "the default becomes true if +3% or more at both shapes and check.sh's fused "
+                  "check passes", "failed" if gpu else "GPUs only")
+        lever_row(shape, "bf16 residual, unpad, cast once", "`train.cast_weights_once` (over unpad)",
+                  label, predicted('once', seq), main_unpad,
+                  "with the row below: the default becomes true if not slower here and +1% or "
+                  "more with accumulation", "failed")
         acc = next((r for r in shape if r["name"] == "bf16 residual, unpad, accumulation 4"), None)
         acc_once = next((r for r in shape
                          if r["name"] == "bf16 residual, unpad, accumulation 4, cast once"), None)
