@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fine-tuning's batch order across seeds: `biobert finetune ner` on NCBI-disease (or, with
-# TASK=re, `biobert finetune re` on GAD fold 1) with all-MiniLM-L6-v2 (the model launch/setup.sh installs), the shipped order (batches of
-# similar length: group_by_length = true) against random batches with the packed encoder
+# TASK=re, `biobert finetune re` on GAD fold 1) with all-MiniLM-L6-v2 (the model
+# launch/setup.sh installs), the shipped order (batches of similar length:
+# group_by_length = true) against random batches with the packed encoder
 # (group_by_length = false, unpad = true: the same speed lever without changing what a batch
 # holds), seeds 1..SEEDS each, everything else as configs/finetune_TASK.toml. Prints one
 # line per run and a table of each setting's mean and spread of test F1 and training time.
@@ -10,10 +11,10 @@
 #   TASK=re LIMIT=0 bench/finetune/order_seeds.sh  # GAD fold 1, all of it, 3 epochs (BioBERT's)
 #   LIMIT=400 EPOCHS=1 SEEDS=2 bench/finetune/order_seeds.sh
 #
-# LIMIT=0 trains on the whole training file; LIMIT_EVAL=N scores the first N development and
-# test inputs only (a check of the script; default 0: all of them). BIOBERT_BIN names a folder with biobert
-# (default: target/release, built here); DATA another set of the task (default
-# ../shared/data/finetune/ner/NCBI-disease, or re/GAD/1).
+# LIMIT=0 trains on the whole training file; LIMIT_EVAL=N scores the first N development
+# and test inputs only (a check of the script; default 0: all of them). BIOBERT_BIN names a
+# folder with biobert (default: target/release, built here); DATA another set of the task
+# (default ../shared/data/finetune/ner/NCBI-disease, or re/GAD/1).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
