@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tch::{Kind, Tensor};
 
+use crate::train::flat_parameters::point_into;
+
 pub struct ComputeWeights {
     /// The compute dtype of the copies.
     pub kind: Kind,
@@ -45,30 +47,17 @@ impl ComputeWeights {
     pub fn new(master: &Tensor, params: &[Tensor], offsets: &[i64], kind: Kind) -> ComputeWeights {
         let data = tch::no_grad(|| master.to_kind(kind));
         let grad = data.zeros_like();
-        let mut by_master = HashMap::new();
-        let mut leaves = Vec::new();
-        tch::no_grad(|| {
-            for (p, &offset) in params.iter().zip(offsets) {
-                let (n, shape) = (p.numel() as i64, p.size());
-                let mut leaf =
-                    Tensor::zeros(shape.as_slice(), (kind, p.device())).set_requires_grad(true);
-                leaf.set_data(&data.narrow(0, offset, n).view(shape.as_slice()));
-                by_master.insert(p.data_ptr() as usize, leaf.shallow_clone());
-                leaves.push((leaf, offset, n, shape));
-            }
-        });
-        // Autograd creates gradients lazily: make them, then point them into `grad`.
-        let sums: Vec<Tensor> = leaves.iter().map(|(l, ..)| l.sum(Kind::Float)).collect();
-        if !sums.is_empty() {
-            Tensor::stack(&sums, 0).sum(Kind::Float).backward();
-        }
-        tch::no_grad(|| {
-            for (leaf, offset, n, shape) in &leaves {
-                leaf.grad()
-                    .set_data(&grad.narrow(0, *offset, *n).view(shape.as_slice()));
-            }
-            let _ = grad.shallow_clone().zero_();
-        });
+        // The copies start as leaves of the right shape; `point_into` backs them by `data`.
+        let leaves: Vec<Tensor> = params
+            .iter()
+            .map(|p| Tensor::zeros(p.size().as_slice(), (kind, p.device())).set_requires_grad(true))
+            .collect();
+        point_into(&leaves, offsets, &data, &grad);
+        let by_master = params
+            .iter()
+            .zip(leaves)
+            .map(|(p, leaf)| (p.data_ptr() as usize, leaf))
+            .collect();
         ComputeWeights {
             kind,
             data,

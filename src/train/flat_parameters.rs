@@ -41,24 +41,19 @@ impl FlatParameters {
         let total: i64 = ordered.iter().map(|(_, p)| p.numel() as i64).sum();
         let data = Tensor::zeros([total], (Kind::Float, device));
         let grad = Tensor::zeros([total], (Kind::Float, device));
-        define_grads(&ordered);
         let (mut names, mut params, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
         let mut offset = 0i64;
         tch::no_grad(|| {
-            for (name, mut p) in ordered {
+            for (name, p) in ordered {
                 let n = p.numel() as i64;
-                let shape = p.size();
-                let view = data.narrow(0, offset, n).view(shape.as_slice());
-                view.shallow_clone().copy_(&p);
-                p.set_data(&view);
-                p.grad()
-                    .set_data(&grad.narrow(0, offset, n).view(shape.as_slice()));
+                data.narrow(0, offset, n).copy_(&p.reshape(-1));
                 names.push(name);
                 params.push(p);
                 offsets.push(offset);
                 offset += n;
             }
         });
+        point_into(&params, &offsets, &data, &grad);
         FlatParameters {
             names,
             params,
@@ -85,13 +80,24 @@ impl FlatParameters {
     }
 }
 
-/// Gives every parameter a gradient tensor (autograd creates them lazily), so that it can
-/// be re-pointed at the flat buffer; the values are overwritten by the caller.
-fn define_grads(params: &[(String, Tensor)]) {
-    let sums: Vec<Tensor> = params.iter().map(|(_, p)| p.sum(Kind::Float)).collect();
+/// Points each of `params` (leaves of autograd, element `offsets[i]` on) into the flat
+/// buffers: its values become a view of `data` and its gradient a view of `grad`, so that
+/// backward accumulates into `grad`. The tensors keep their identity. Autograd creates
+/// gradients lazily, so one backward pass makes them first (its values are replaced).
+pub fn point_into(params: &[Tensor], offsets: &[i64], data: &Tensor, grad: &Tensor) {
+    let sums: Vec<Tensor> = params.iter().map(|p| p.sum(Kind::Float)).collect();
     if !sums.is_empty() {
         Tensor::stack(&sums, 0).sum(Kind::Float).backward();
     }
+    tch::no_grad(|| {
+        for (p, &offset) in params.iter().zip(offsets) {
+            let (n, shape) = (p.numel() as i64, p.size());
+            p.shallow_clone()
+                .set_data(&data.narrow(0, offset, n).view(shape.as_slice()));
+            p.grad()
+                .set_data(&grad.narrow(0, offset, n).view(shape.as_slice()));
+        }
+    });
 }
 
 #[cfg(test)]
