@@ -40,8 +40,9 @@ APT_PACKAGES=(openmpi-bin libopenmpi-dev libclang-dev clang build-essential pkg-
 # For tests/slurm/ only (BIOBERT_TEST_SLURM=1): Debian's Slurm 22.05 and munge.
 SLURM_PACKAGES=(slurmctld slurmd slurm-client munge)
 # For the tests' outside checks only (BIOBERT_TEST_REFERENCE=1), installed with their
-# dependencies, the packages above held at their pins.
-REFERENCE_PACKAGES=("transformers==5.17.0")
+# dependencies, the packages above held at their pins; accelerate is what transformers'
+# Trainer needs (the fine-tuning comparisons of bench/finetune/).
+REFERENCE_PACKAGES=("transformers==5.17.0" "accelerate==1.15.0")
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -624,16 +624,18 @@ fn fused_kernels_are_refused_on_the_cpu_and_leave_nothing() {
 }
 
 /// `bench/finetune/order_seeds.sh`, the batch-order seed study of BENCHMARKS.md, run small
-/// on the test build for both tasks (32 inputs scored): a line per (setting, seed) and the table of both
-/// settings.
+/// on the test build for both tasks (32 inputs scored): a line per (setting, seed), the table
+/// of the three settings and the comparison of ours with transformers' Trainer; and its
+/// refusals of what it cannot run.
 #[test]
 #[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
-fn the_order_seed_study_runs_both_settings_for_both_tasks() {
+fn the_order_seed_study_runs_every_setting_for_both_tasks() {
     let bin = biobert_path().parent().unwrap().to_path_buf();
     for task in ["ner", "re"] {
         let out = run_ok(
             std::process::Command::new(workspace().join("bench/finetune/order_seeds.sh"))
                 .env("BIOBERT_BIN", &bin)
+                .env("BENCH_PYTHON", venv_python())
                 .env("TASK", task)
                 .env("LIMIT", "48")
                 .env("LIMIT_EVAL", "32")
@@ -645,16 +647,71 @@ fn the_order_seed_study_runs_both_settings_for_both_tasks() {
             text.starts_with(&format!("order_seeds: {task}, 48 training")),
             "{text}"
         );
-        assert_eq!(text.matches("\"seed\": ").count(), 4, "{text}");
-        for row in ["| grouped | 2 | ", "| random-packed | 2 | "] {
+        assert_eq!(text.matches("\"seed\": ").count(), 6, "{text}");
+        for row in [
+            "| grouped | 2 | ",
+            "| random-packed | 2 | ",
+            "| transformers | 2 | ",
+            "grouped against transformers: F1 ",
+            "random-packed against transformers: F1 ",
+        ] {
             assert!(text.contains(row), "{row} missing:\n{text}");
         }
     }
-    let refused = std::process::Command::new(workspace().join("bench/finetune/order_seeds.sh"))
-        .env("BIOBERT_BIN", &bin)
-        .env("TASK", "qa")
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("TASK must be ner or re, not 'qa'"));
+    for (env, said) in [
+        ("TASK=qa", "TASK must be ner or re, not 'qa'"),
+        ("SETTINGS=sorted", "not 'sorted'"),
+        (
+            "SELECT_ON_DEV=true",
+            "transformers' side keeps its last epoch; leave it out of SETTINGS",
+        ),
+    ] {
+        let (key, value) = env.split_once('=').unwrap();
+        let refused = std::process::Command::new(workspace().join("bench/finetune/order_seeds.sh"))
+            .env("BIOBERT_BIN", &bin)
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert!(!refused.status.success(), "{env}");
+        assert!(
+            stderr(&refused).contains(said),
+            "{env}: {}",
+            stderr(&refused)
+        );
+    }
+}
+
+/// `bench/finetune/run.sh`, as the README shows it, run small (48 training and 32 test
+/// inputs a task, one epoch): both sides train and score, the table has its four rows, and
+/// transformers, reloading the NER model biobert exported, tags every test word as biobert
+/// did (fp32 on the CPU).
+#[test]
+#[ignore = "end-to-end tier: launch/test.sh runs it (cargo test -- --ignored)"]
+fn the_finetune_comparison_script_runs_both_sides_and_the_reload_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = biobert_path().parent().unwrap().to_path_buf();
+    let out = run_ok(
+        std::process::Command::new(workspace().join("bench/finetune/run.sh"))
+            .args(["1", "1"])
+            .env("BIOBERT_BIN", &bin)
+            .env("BENCH_PYTHON", venv_python())
+            .env("BENCH_WORK", tmp.path().join("work"))
+            .env("LIMIT_TRAIN", "48")
+            .env("LIMIT_EVAL", "32"),
+    );
+    let text = stdout(&out);
+    for row in [
+        "| NCBI-disease (entity F1) | biobert finetune | ",
+        "| NCBI-disease (entity F1) | transformers Trainer | ",
+        "| GAD fold 1 (F1 of class 1) | biobert finetune | ",
+        "| GAD fold 1 (F1 of class 1) | transformers Trainer | ",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+    let reload = text
+        .lines()
+        .find(|l| l.starts_with("transformers reloading biobert's NER model: "))
+        .unwrap_or_else(|| panic!("no reload line:\n{text}"));
+    assert!(reload.contains(": 0 of "), "{reload}");
+    assert!(!reload.contains(" 0 of 0 "), "{reload}");
 }

