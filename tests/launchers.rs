@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -202,7 +203,18 @@ fn slurm_sbatch_checkpoints_on_requeue_and_resumes_with_the_same_losses() {
 fn mpirun_sh_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let child = mpirun_sh(&[("NP", "2")], &out, 100_000, false)
+    let mut launcher = mpirun_sh(&[("NP", "2")], &out, 100_000, false);
+    // A shell cannot trap a signal it was started ignoring, and a suite started in the
+    // background of a non-interactive shell (`./launch/test.sh &`, nohup) hands SIGINT down
+    // ignored: give the launcher the disposition Ctrl-C at a terminal finds.
+    // SAFETY: between fork and exec only signal(2), which is async-signal-safe, is called.
+    unsafe {
+        launcher.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let child = launcher
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
